@@ -1,0 +1,28 @@
+# The two commands of the README: `make demo` and `make test`. Both install first.
+VENV ?= .venv
+BIN := $(VENV)/bin
+WORKDIR ?= runs/demo
+
+.PHONY: install demo test test-quick lint bench clean
+
+install:
+	@bash scripts/install.sh
+
+demo: install
+	$(BIN)/grpo demo --workdir $(WORKDIR)
+
+lint: install
+	$(BIN)/ruff check .
+
+test: install lint
+	$(BIN)/pytest
+
+# While working: everything but the tests that start vLLM or a subprocess pipeline.
+test-quick: install
+	$(BIN)/pytest -m "not slow"
+
+bench: install
+	$(BIN)/python bench/generation.py
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,160 @@
+"""`grpo`: the command line. Each subcommand parses arguments, builds a config and calls
+one flow or library function; nothing else lives here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tomllib
+from pathlib import Path
+
+from pipeline.config import ConfigError, load_config
+
+DEFAULT_WORKDIR = "runs/demo"
+
+
+def _parse_set(items: list[str]) -> dict:
+    """--set generation.k=4 --set policy.model='"/models/x"' (values are TOML literals;
+    a bare word is taken as a string)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE")
+        try:
+            out[key] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = value
+    return out
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workdir", default=DEFAULT_WORKDIR,
+                   help=f"run directory: models, data, catalog (default {DEFAULT_WORKDIR})")
+    p.add_argument("--config", default=None,
+                   help="TOML config (default: the embedded demo config, data/demo.toml)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config field; repeatable")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="grpo", description="Group-relative preference data: generate, judge, rank, "
+                                 "audit and train on ranked groups.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("build-demo-model", help="train the embedded tiny policy on the demo task")
+    _common(p)
+    p.add_argument("--force", action="store_true", help="rebuild even if it exists")
+
+    p = sub.add_parser("generate", help="sample k candidates per prompt with vLLM (Prefect flow)")
+    _common(p)
+    p.add_argument("--round", type=int, default=0, help="round to generate (default 0)")
+
+    p = sub.add_parser("db", help="catalog maintenance")
+    _common(p)
+    p.add_argument("action", choices=["rebuild"],
+                   help="rebuild catalog.duckdb from the Parquet files")
+
+    p = sub.add_parser("audit", help="list or run the SQL audit queries in sql/")
+    _common(p)
+    p.add_argument("name", nargs="?", help="query to run; omit to list them")
+    p.add_argument("--csv", type=Path, help="also save the result as CSV")
+    p.add_argument("--parquet", type=Path, help="also save the result as Parquet")
+
+    p = sub.add_parser("schema", help="print the ranked-group dataset schema")
+    _common(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Telemetry writes race the temporary server's SQLite database ("database is locked").
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    try:
+        return _dispatch(args)
+    except (ConfigError, KeyError, FileNotFoundError) as err:
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"grpo {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    workdir = Path(args.workdir)
+    overrides = _parse_set(args.set)
+    cfg = load_config(args.config, overrides)  # validate before any work, whatever the command
+
+    if args.command == "build-demo-model":
+        from pipeline.demo_model import build_demo_model
+
+        out = cfg.policy_path(workdir)
+        if cfg.policy.model != "demo":
+            raise ConfigError("policy.model: build-demo-model builds the 'demo' policy; "
+                              f"the config points at {cfg.policy.model}")
+        if (out / "config.json").exists() and not args.force:
+            print(f"demo policy already at {out} (use --force to rebuild)")
+            return 0
+        report = build_demo_model(cfg, out)
+        print(json.dumps(report.__dict__, indent=2))
+        return 0
+
+    if args.command == "generate":
+        from flows.generate import generation_flow
+
+        cfg.require_policy(workdir)
+        summary = generation_flow(str(workdir), args.config, args.round, overrides)
+        summary.pop("shard_results")
+        print(json.dumps(summary, indent=2))
+        return 0
+
+    if args.command == "db":
+        from pipeline.catalog import rebuild
+
+        print(json.dumps(rebuild(workdir), indent=2))
+        return 0
+
+    if args.command == "audit":
+        return _audit(workdir, args)
+
+    if args.command == "schema":
+        from pipeline.schema import describe
+
+        print(describe())
+        return 0
+    raise AssertionError(args.command)
+
+
+def _audit(workdir: Path, args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from pipeline.audit import list_queries, run_query
+
+    # Off a terminal rich would squeeze wide audit tables into 80 columns.
+    console = Console(width=None if sys.stdout.isatty() else 250)
+    if not args.name:
+        t = Table("query", "what it shows")
+        for q in list_queries():
+            t.add_row(q.name, q.summary)
+        console.print(t)
+        return 0
+    result = run_query(workdir, args.name)
+    t = Table(*result.column_names, title=args.name)
+    for row in result.to_pylist():
+        t.add_row(*("" if v is None else str(v) for v in row.values()))
+    console.print(t)
+    if args.csv:
+        import pyarrow.csv as pacsv
+
+        pacsv.write_csv(result, args.csv)
+    if args.parquet:
+        import pyarrow.parquet as pq
+
+        pq.write_table(result, args.parquet)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Crash-safe file writes: a reader sees the old complete file or the new one, never half.
+
+The data goes to a temporary file in the same directory, is fsynced, then renamed over the
+target with ``os.replace`` (atomic on POSIX), and the directory is fsynced so the rename
+itself survives a power cut. Temporary names carry the pid, so two writers never collide,
+and ``sweep_temp_files`` removes what a killed writer left.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.schema import Table, validate
+
+TMP_MARK = ".tmp-"
+
+
+def _tmp_path(path: Path) -> Path:
+    return path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
+
+
+def _commit(tmp: Path, path: Path) -> None:
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_parquet_atomic(table: pa.Table, path: Path, spec: Table) -> Path:
+    """Validate against ``spec`` and write ``path`` atomically. Returns the path."""
+    table = validate(table, spec, where=str(path))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_path(path)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        _commit(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_text_atomic(text: str, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_path(path)
+    try:
+        tmp.write_text(text)
+        _commit(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_parquet_checked(path: Path, spec: Table) -> pa.Table:
+    """Read a file written by this project and validate it on the way in."""
+    return validate(pq.read_table(path), spec, where=str(path))
+
+
+def sweep_temp_files(root: Path) -> list[Path]:
+    """Delete temporary files left by killed writers under ``root``; return what was removed."""
+    removed = []
+    for p in Path(root).rglob(f"*{TMP_MARK}*"):
+        if p.is_file():
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed

@@ -1,0 +1,177 @@
+"""Typed run configuration, loaded from TOML and validated before any work starts.
+
+Every field has a line of help. Unknown keys are errors (a typo must not silently fall back
+to a default), and every check names the field and says what to fix. The resolved config is
+written next to each run's output (see ``Config.to_toml``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEMO_CONFIG = Path(__file__).resolve().parent.parent / "data" / "demo.toml"
+DEMO_POLICY = "demo"  # resolves to WORKDIR/models/demo-policy
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message says which field and what to fix."""
+
+
+@dataclass
+class TaskConfig:
+    name: str = "sort_digits"  # a registered task (pipeline.tasks.registered_tasks())
+    n_train_prompts: int = 256  # prompts sampled each round for generation
+    n_heldout_prompts: int = 128  # prompts kept for evaluation, never trained on
+    seed: int = 0  # prompt generator seed
+
+
+@dataclass
+class PolicyConfig:
+    model: str = DEMO_POLICY  # a Hugging Face causal-LM directory, or "demo"
+    dtype: str = "bfloat16"  # weights dtype for vLLM: bfloat16, float16 or float32
+
+
+@dataclass
+class DemoModelConfig:
+    hidden_size: int = 128  # vLLM's CPU attention wants head_dim in {32, 64, 80, ...}
+    num_layers: int = 2
+    num_heads: int = 4
+    intermediate_size: int = 384
+    vocab_size: int = 320  # byte-level BPE: 256 bytes + merges + specials
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+    max_steps: int = 4000  # hard cap on supervised steps
+    eval_every: int = 50  # steps between held-out greedy evaluations
+    eval_prompts: int = 128  # held-out prompts used for the early-stopping check
+    stop_at_exact: float = 0.5  # stop once held-out exact match reaches this (keep it imperfect)
+    seed: int = 0
+    threads: int = 2
+
+
+@dataclass
+class GenerationConfig:
+    k: int = 8  # candidates per prompt (group size)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 16
+    seed: int = 1234  # per-prompt seeds derive from this, so reruns are identical
+    shard_size: int = 64  # prompts per shard: the unit of resumable work
+    max_num_seqs: int = 256  # vLLM batch limit
+    kv_cache_gib: float = 1.0  # VLLM_CPU_KVCACHE_SPACE on CPU
+    enforce_eager: bool = True  # skip torch.compile: faster engine start-up on CPU
+
+
+@dataclass
+class Config:
+    task: TaskConfig = field(default_factory=TaskConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    demo_model: DemoModelConfig = field(default_factory=DemoModelConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+
+    def validate(self) -> Config:
+        from pipeline.tasks import registered_tasks
+
+        g = self.generation
+        _check(self.task.name in registered_tasks(), "task.name",
+               f"unknown task {self.task.name!r}; use one of {registered_tasks()}")
+        _check(self.task.n_train_prompts >= 1, "task.n_train_prompts", "must be at least 1")
+        _check(self.task.n_heldout_prompts >= 1, "task.n_heldout_prompts", "must be at least 1")
+        _check(2 <= g.k <= 64, "generation.k",
+               f"got {g.k}; a group needs at least 2 candidates to rank (2..64)")
+        _check(g.temperature >= 0, "generation.temperature",
+               f"got {g.temperature}; use 0 for greedy or a positive value")
+        _check(0 < g.top_p <= 1, "generation.top_p", f"got {g.top_p}; must be in (0, 1]")
+        _check(g.max_new_tokens >= 1, "generation.max_new_tokens", "must be at least 1")
+        _check(g.shard_size >= 1, "generation.shard_size", "must be at least 1")
+        _check(g.kv_cache_gib > 0, "generation.kv_cache_gib", "must be positive")
+        _check(self.policy.dtype in ("bfloat16", "float16", "float32"), "policy.dtype",
+               f"got {self.policy.dtype!r}; use bfloat16, float16 or float32")
+        d = self.demo_model
+        _check(d.hidden_size % d.num_heads == 0, "demo_model.hidden_size",
+               "must be divisible by demo_model.num_heads")
+        _check(0 < d.stop_at_exact <= 1, "demo_model.stop_at_exact", "must be in (0, 1]")
+        return self
+
+    def policy_path(self, workdir: Path) -> Path:
+        if self.policy.model == DEMO_POLICY:
+            return Path(workdir) / "models" / "demo-policy"
+        return Path(self.policy.model).expanduser()
+
+    def require_policy(self, workdir: Path) -> Path:
+        """The policy directory, or a ConfigError that says how to get one."""
+        path = self.policy_path(workdir)
+        if not (path / "config.json").is_file():
+            hint = ("run `grpo build-demo-model` first" if self.policy.model == DEMO_POLICY
+                    else "point policy.model at a Hugging Face model directory (with config.json)")
+            raise ConfigError(f"policy.model: no model at {path}; {hint}")
+        return path
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        lines: list[str] = []
+        for section, values in self.to_dict().items():
+            lines.append(f"[{section}]")
+            lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+            lines.append("")
+        return "\n".join(lines)
+
+    def fingerprint(self, *sections: str) -> str:
+        """A short stable hash of the named sections: it names output files, so that a
+        changed setting writes new files instead of being mistaken for finished work."""
+        payload = {s: self.to_dict()[s] for s in sorted(sections)}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _check(ok: bool, field_name: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{field_name}: {message}")
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(known)}")
+    kwargs = {}
+    for name, value in values.items():
+        default = getattr(cls(), name)
+        if dataclasses.is_dataclass(default):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}.{name}: expected a table, got {value!r}")
+            kwargs[name] = _build(type(default), value, f"{where}.{name}" if where else name)
+            continue
+        expected = type(default)
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ConfigError(f"{where}.{name}: expected {expected.__name__}, got {value!r}")
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read a TOML config (default: the embedded demo), apply dotted overrides, validate."""
+    path = Path(path) if path else DEMO_CONFIG
+    if not path.is_file():
+        raise ConfigError(f"--config: no such file {path}")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"--config: {path} is not valid TOML: {err}") from err
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        raw.setdefault(section, {})[key] = value
+    known = {f.name for f in dataclasses.fields(Config)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"unknown section(s) {unknown} in {path}; known: {sorted(known)}")
+    cfg = Config(**{s: _build(type(getattr(Config(), s)), v, s) for s, v in raw.items()})
+    return cfg.validate()

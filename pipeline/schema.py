@@ -1,0 +1,197 @@
+"""The ranked-group dataset: every table's columns, written down once and checked at every
+read and write.
+
+A *group* is the k candidates one policy sampled for one prompt in one round. Its id is
+``r{round:03d}:{prompt_id}`` and candidate ids are ``{group_id}:{candidate_idx}``, so ids
+read well in SQL and are stable across reruns. Judging adds ``judgments``, ranking adds
+``rankings`` and ``groups``, imports add ``quarantine``, evaluation adds ``evals``; every
+stage writes Parquet that ``validate`` accepts, and the DuckDB catalog only ever views it.
+``grpo schema`` prints this module's tables; the README carries the same text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: pa.DataType
+    doc: str
+    nullable: bool = False
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    doc: str
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]  # unique within a file, and across the dataset
+
+    @property
+    def arrow_schema(self) -> pa.Schema:
+        return pa.schema([pa.field(c.name, c.type, nullable=c.nullable) for c in self.columns])
+
+    def empty(self) -> pa.Table:
+        return self.arrow_schema.empty_table()
+
+
+class SchemaError(ValueError):
+    """Data does not match the written-down schema; the message names table and column."""
+
+
+def _c(name: str, type_: pa.DataType, doc: str, nullable: bool = False) -> Column:
+    return Column(name, type_, doc, nullable)
+
+
+ROUND = _c("round", pa.int32(), "loop round, 0 = the base policy")
+GROUP_ID = _c("group_id", pa.string(), "r{round:03d}:{prompt_id}")
+CANDIDATE_ID = _c("candidate_id", pa.string(), "{group_id}:{candidate_idx}")
+
+PROMPTS = Table(
+    "prompts", "Every prompt of a round, train and held-out.",
+    (
+        ROUND,
+        _c("prompt_id", pa.string(), "stable id from the task"),
+        _c("split", pa.string(), "train (generated for) or heldout (evaluation only)"),
+        _c("task", pa.string(), "task name, e.g. sort_digits"),
+        _c("prompt", pa.string(), "prompt text given to the policy"),
+        _c("reference", pa.string(), "answer the gold verifier compares against", True),
+    ),
+    key=("round", "prompt_id"),
+)
+
+CANDIDATES = Table(
+    "candidates", "The k sampled completions of every group.",
+    (
+        ROUND, GROUP_ID,
+        _c("prompt_id", pa.string(), "prompt this group answers"),
+        _c("candidate_idx", pa.int32(), "0..k-1, the order vLLM returned them"),
+        CANDIDATE_ID,
+        _c("text", pa.string(), "the completion, special tokens removed"),
+        _c("policy", pa.string(), "model directory that sampled it"),
+        _c("n_tokens", pa.int32(), "completion length in tokens"),
+        _c("finish_reason", pa.string(), "stop (EOS or stop string) or length (truncated)"),
+        _c("logprob", pa.float64(), "policy log-probability of the completion (raw logits)",
+           True),
+        _c("seed", pa.int64(), "sampling seed of the group"),
+        _c("config_hash", pa.string(), "hash of the generation config that produced it"),
+    ),
+    key=("candidate_id",),
+)
+
+JUDGMENTS = Table(
+    "judgments", "One row per (candidate, source, order shown): a score, a rank or a failure.",
+    (
+        ROUND, GROUP_ID, CANDIDATE_ID,
+        _c("source", pa.string(), "reward model, verifier or judge name"),
+        _c("kind", pa.string(), "score, rank or pairwise"),
+        _c("value", pa.float64(), "the score or rank; null when status is failed", True),
+        _c("status", pa.string(), "scored or failed"),
+        _c("raw", pa.string(), "raw judge output, kept for audit", True),
+        _c("order_shown", pa.int32(), "position the candidate was shown at", True),
+    ),
+    key=("candidate_id", "source", "order_shown"),
+)
+
+RANKINGS = Table(
+    "rankings", "The consensus ranking of each group: rank 0 is best, equal ranks are ties.",
+    (
+        ROUND, GROUP_ID, CANDIDATE_ID,
+        _c("rank", pa.int32(), "0 = best; -1 = excluded (no usable judgment)"),
+        _c("score", pa.float64(), "consensus strength (log scale)", True),
+    ),
+    key=("candidate_id",),
+)
+
+GROUPS = Table(
+    "groups", "Per-group status after merging every source.",
+    (
+        ROUND, GROUP_ID,
+        _c("status", pa.string(), "ok, contested, intransitive or unranked"),
+        _c("n_sources", pa.int32(), "sources that judged the group"),
+        _c("n_cycles", pa.int32(), "cycles found in the consensus majority graph"),
+        _c("agreement", pa.float64(), "mean Kendall tau between sources", True),
+        _c("weight", pa.float64(), "training weight the status policy assigns"),
+    ),
+    key=("group_id",),
+)
+
+QUARANTINE = Table(
+    "quarantine", "Rejected input rows, each with the reason it was rejected.",
+    (
+        _c("source_file", pa.string(), "file the row came from"),
+        _c("row_number", pa.int64(), "1-based row in that file"),
+        _c("reason", pa.string(), "why it was rejected"),
+        _c("raw", pa.string(), "the row as read"),
+    ),
+    key=("source_file", "row_number"),
+)
+
+EVALS = Table(
+    "evals", "Held-out evaluation of a round's policy.",
+    (
+        ROUND,
+        _c("metric", pa.string(), "gold_score, train_reward, kl_to_base, length, hack_rate"),
+        _c("value", pa.float64(), "the metric's value"),
+    ),
+    key=("round", "metric"),
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in
+                            (PROMPTS, CANDIDATES, JUDGMENTS, RANKINGS, GROUPS, QUARANTINE, EVALS)}
+
+
+def validate(table: pa.Table, spec: Table, where: str = "") -> pa.Table:
+    """Check columns, types, nulls and key uniqueness; return the table in schema order.
+
+    Extra columns are an error rather than silently dropped: they usually mean a stage was
+    written against another version of the schema.
+    """
+    label = f"{spec.name}" + (f" ({where})" if where else "")
+    expected = {c.name: c for c in spec.columns}
+    missing = [n for n in expected if n not in table.column_names]
+    extra = [n for n in table.column_names if n not in expected]
+    if missing or extra:
+        raise SchemaError(f"{label}: missing columns {missing}, unexpected columns {extra}")
+    for col in spec.columns:
+        actual = table.schema.field(col.name).type
+        if actual != col.type:
+            if not pa.types.is_null(actual) and not _castable(actual, col.type):
+                raise SchemaError(f"{label}: column {col.name} is {actual}, expected {col.type}")
+        if not col.nullable and table.column(col.name).null_count:
+            raise SchemaError(f"{label}: column {col.name} has "
+                              f"{table.column(col.name).null_count} nulls; it may not be null")
+    table = table.select(list(expected)).cast(spec.arrow_schema)
+    if table.num_rows:
+        keys = table.select(list(spec.key)).group_by(list(spec.key)).aggregate([([], "count_all")])
+        dupes = keys.filter(pa.compute.greater(keys["count_all"], 1))
+        if dupes.num_rows:
+            raise SchemaError(f"{label}: {dupes.num_rows} duplicate key(s) on {spec.key}, "
+                              f"e.g. {dupes.slice(0, 1).to_pylist()[0]}")
+    return table
+
+
+def _castable(actual: pa.DataType, expected: pa.DataType) -> bool:
+    # Only widening between integer or float kinds: never string <-> number.
+    ints = pa.types.is_integer
+    floats = pa.types.is_floating
+    return (ints(actual) and ints(expected)) or (floats(actual) and floats(expected)) or (
+        ints(actual) and floats(expected)) or (
+        pa.types.is_large_string(actual) and pa.types.is_string(expected))
+
+
+def describe() -> str:
+    """The schema as Markdown, for `grpo schema` and the README."""
+    out = []
+    for t in TABLES.values():
+        out.append(f"### `{t.name}`: {t.doc}\nKey: {', '.join(t.key)}\n")
+        out.append("| column | type | meaning |\n|---|---|---|")
+        for c in t.columns:
+            nullable = " (nullable)" if c.nullable else ""
+            out.append(f"| `{c.name}` | {c.type}{nullable} | {c.doc} |")
+        out.append("")
+    return "\n".join(out)

@@ -1,0 +1,52 @@
+"""Where every table's Parquet files live under a workdir.
+
+The files are the source of truth and the record of finished work: a shard whose file
+exists (and reads back) is done. Names are fixed by round, shard and config hash, so a
+retried or restarted stage rewrites the same name instead of adding a second copy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.schema import TABLES
+
+# Glob of each table's files, relative to the workdir.
+TABLE_GLOBS: dict[str, str] = {
+    "prompts": "rounds/*/prompts.parquet",
+    "candidates": "rounds/*/candidates/*.parquet",
+    "judgments": "rounds/*/judgments/*.parquet",
+    "rankings": "rounds/*/rankings/*.parquet",
+    "groups": "rounds/*/groups/*.parquet",
+    "quarantine": "quarantine/*.parquet",
+    "evals": "rounds/*/evals.parquet",
+}
+assert set(TABLE_GLOBS) == set(TABLES), "every schema table needs a home on disk"
+
+
+def round_dir(workdir: Path, round_: int) -> Path:
+    return Path(workdir) / "rounds" / f"r{round_:03d}"
+
+
+def prompts_path(workdir: Path, round_: int) -> Path:
+    return round_dir(workdir, round_) / "prompts.parquet"
+
+
+def shard_path(workdir: Path, table: str, round_: int, shard: int, config_hash: str) -> Path:
+    return round_dir(workdir, round_) / table / f"shard-{shard:05d}-{config_hash}.parquet"
+
+
+def table_files(workdir: Path, table: str) -> list[Path]:
+    return sorted(Path(workdir).glob(TABLE_GLOBS[table]))
+
+
+def catalog_path(workdir: Path) -> Path:
+    return Path(workdir) / "catalog.duckdb"
+
+
+def group_id(round_: int, prompt_id: str) -> str:
+    return f"r{round_:03d}:{prompt_id}"
+
+
+def candidate_id(group: str, candidate_idx: int) -> str:
+    return f"{group}:{candidate_idx}"

@@ -1,0 +1,51 @@
+import pyarrow as pa
+import pytest
+
+from pipeline.schema import CANDIDATES, TABLES, SchemaError, describe, validate
+
+
+def _row(i=0, **kw):
+    row = {"round": 0, "group_id": "r000:p", "prompt_id": "p", "candidate_idx": i,
+           "candidate_id": f"r000:p:{i}", "text": "123", "policy": "m", "n_tokens": 4,
+           "finish_reason": "stop", "logprob": -1.5, "seed": 7, "config_hash": "abc"}
+    row.update(kw)
+    return row
+
+
+def test_valid_table_passes_and_is_put_in_schema_order():
+    t = pa.Table.from_pylist([_row(0), _row(1)])
+    out = validate(t.select(list(reversed(t.column_names))), CANDIDATES)
+    assert out.schema == CANDIDATES.arrow_schema
+    assert out.num_rows == 2
+
+
+def test_missing_and_extra_columns_are_named():
+    t = pa.Table.from_pylist([_row()]).drop(["text"]).append_column("oops", pa.array([1]))
+    with pytest.raises(SchemaError, match=r"missing columns \['text'\].*unexpected.*oops"):
+        validate(t, CANDIDATES)
+
+
+def test_wrong_type_and_nulls_are_rejected():
+    t = pa.Table.from_pylist([_row(n_tokens="four")])
+    with pytest.raises(SchemaError, match="n_tokens"):
+        validate(t, CANDIDATES)
+    t = pa.Table.from_pylist([_row(text=None), _row(1)])
+    with pytest.raises(SchemaError, match="text has 1 nulls"):
+        validate(t, CANDIDATES)
+    # logprob is nullable (a real model directory may not report it).
+    assert validate(pa.Table.from_pylist([_row(logprob=None)]), CANDIDATES).num_rows == 1
+
+
+def test_duplicate_keys_are_rejected():
+    t = pa.Table.from_pylist([_row(0), _row(0)])
+    with pytest.raises(SchemaError, match="duplicate key"):
+        validate(t, CANDIDATES)
+
+
+def test_every_table_has_an_empty_form_and_docs():
+    text = describe()
+    for name, spec in TABLES.items():
+        assert validate(spec.empty(), spec).num_rows == 0
+        assert f"`{name}`" in text
+        for col in spec.columns:
+            assert col.doc, f"{name}.{col.name} is undocumented"
