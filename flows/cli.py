@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", type=Path, help="also save the result as CSV")
     p.add_argument("--parquet", type=Path, help="also save the result as Parquet")
 
+    p = sub.add_parser("demo", help="the embedded default end to end: build the demo policy "
+                                    "if missing, generate, audit")
+    _common(p)
+
     p = sub.add_parser("schema", help="print the ranked-group dataset schema")
     _common(p)
     return parser
@@ -108,6 +112,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         summary.pop("shard_results")
         print(json.dumps(summary, indent=2))
         return 0
+
+    if args.command == "demo":
+        from flows.demo import demo_flow
+
+        demo_flow(str(workdir), args.config, overrides)
+        args.name, args.csv, args.parquet = "generation_coverage", None, None
+        return _audit(workdir, args)
 
     if args.command == "db":
         from pipeline.catalog import rebuild

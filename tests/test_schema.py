@@ -49,3 +49,10 @@ def test_every_table_has_an_empty_form_and_docs():
         assert f"`{name}`" in text
         for col in spec.columns:
             assert col.doc, f"{name}.{col.name} is undocumented"
+
+
+def test_readme_carries_the_schema_verbatim():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert describe() in readme, "README's schema section is stale: paste `grpo schema`"
