@@ -7,8 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainers.losses import (LossType, all_pairs_loss, dpo_loss, groupwise_loss,
-                             lipo_lambda_loss, plackett_luce_loss, ranking_accuracy)
+from trainers.losses import (
+    LossType,
+    all_pairs_loss,
+    dpo_loss,
+    groupwise_loss,
+    lipo_lambda_loss,
+    plackett_luce_loss,
+    ranking_accuracy,
+)
 
 ALL = [plackett_luce_loss, dpo_loss, all_pairs_loss, lipo_lambda_loss]
 torch.set_default_dtype(torch.float64)

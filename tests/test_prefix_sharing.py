@@ -4,8 +4,7 @@ gradient, with prompts and completions of different lengths."""
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from trainers.logprobs import (GroupBatch, group_logps, group_logps_naive,
-                               selective_log_softmax)
+from trainers.logprobs import GroupBatch, group_logps, group_logps_naive, selective_log_softmax
 
 
 def _tiny_model():

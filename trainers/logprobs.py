@@ -80,7 +80,7 @@ def group_logps_naive(model, batch: GroupBatch) -> Tensor:
     """The reference computation: every candidate carries its own copy of the prompt."""
     b, _ = batch.prompt_ids.shape
     k, c = batch.completion_ids.shape[1:]
-    rows, masks, targets = [], [], []
+    rows, targets = [], []
     for i in range(b):
         prompt = batch.prompt_ids[i][batch.prompt_mask[i].bool()]
         for j in range(k):
