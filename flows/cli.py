@@ -64,6 +64,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", type=Path, help="also save the result as CSV")
     p.add_argument("--parquet", type=Path, help="also save the result as Parquet")
 
+    p = sub.add_parser("judge", help="score every candidate of a round (verifier for now)")
+    _common(p)
+    p.add_argument("--round", type=int, default=0)
+
+    p = sub.add_parser("rank", help="turn a round's judgments into rankings and group status")
+    _common(p)
+    p.add_argument("--round", type=int, default=0)
+    p.add_argument("--source", default=None, help="judgment source (default: the task verifier)")
+
+    p = sub.add_parser("train", help="groupwise preference training on ranked rounds "
+                                     "(Prefect flow)")
+    _common(p)
+    p.add_argument("--rounds", default="0", help="comma-separated rounds to train on")
+    p.add_argument("--output", default=None, help="model directory to write "
+                                                  "(default WORKDIR/models/policy-rNNN)")
+    p.add_argument("--reference", default=None, help="reference model (default: the policy)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the last complete checkpoint")
+
     p = sub.add_parser("demo", help="the embedded default end to end: build the demo policy "
                                     "if missing, generate, audit")
     _common(p)
@@ -113,6 +132,33 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
         return 0
 
+    if args.command == "judge":
+        from pipeline.verifier import judge_with_verifier
+
+        out = judge_with_verifier(workdir, args.round, cfg.task.name)
+        print(json.dumps({"judgments": str(out), "catalog_rows": _rebuild(workdir)}, indent=2))
+        return 0
+
+    if args.command == "rank":
+        from pipeline.ranking import rank_round_by_source
+        from pipeline.verifier import verifier_source
+
+        source = args.source or verifier_source(cfg.task.name)
+        rankings, groups = rank_round_by_source(workdir, args.round, source)
+        print(json.dumps({"rankings": str(rankings), "groups": str(groups),
+                          "catalog_rows": _rebuild(workdir)}, indent=2))
+        return 0
+
+    if args.command == "train":
+        from flows.train import train_flow
+
+        cfg.require_policy(workdir)
+        rounds = [int(r) for r in args.rounds.split(",")]
+        result = train_flow(str(workdir), args.config, rounds, overrides, args.output,
+                            args.reference, args.resume)
+        print(json.dumps(result, indent=2))
+        return 0
+
     if args.command == "demo":
         from flows.demo import demo_flow
 
@@ -135,6 +181,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(describe())
         return 0
     raise AssertionError(args.command)
+
+
+def _rebuild(workdir: Path) -> dict:
+    from pipeline.catalog import rebuild
+
+    return rebuild(workdir)
 
 
 def _audit(workdir: Path, args: argparse.Namespace) -> int:

@@ -67,12 +67,36 @@ class GenerationConfig:
     enforce_eager: bool = True  # skip torch.compile: faster engine start-up on CPU
 
 
+# The names of trainers.losses.LossType (pipeline/ may not import trainers/; a test keeps
+# the two lists equal).
+LOSS_NAMES = ("plackett_luce", "dpo", "all_pairs", "lipo_lambda")
+
+
+@dataclass
+class TrainConfig:
+    loss: str = "plackett_luce"  # plackett_luce, dpo (best vs worst), all_pairs, lipo_lambda
+    beta: float = 1.0  # strength of the implicit KL penalty (0.1 diverged on the demo)
+    reference_free: bool = False  # s = beta * log pi, no reference model at all
+    learning_rate: float = 2e-4
+    epochs: int = 2
+    groups_per_batch: int = 8  # groups per optimizer micro-batch (also capped by tokens)
+    max_batch_tokens: int = 8192  # token positions per micro-batch, prompt counted once
+    grad_accum: int = 1  # micro-batches per optimizer step
+    warmup_steps: int = 5  # linear learning-rate warm-up
+    checkpoint_every: int = 20  # optimizer steps between checkpoints
+    keep_checkpoints: int = 2
+    mixed_precision: str = "auto"  # auto (bf16 on a GPU that has it, else fp32), no, bf16
+    seed: int = 0
+    threads: int = 2  # torch CPU threads
+
+
 @dataclass
 class Config:
     task: TaskConfig = field(default_factory=TaskConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     demo_model: DemoModelConfig = field(default_factory=DemoModelConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> Config:
         from pipeline.tasks import registered_tasks
@@ -96,6 +120,17 @@ class Config:
         _check(d.hidden_size % d.num_heads == 0, "demo_model.hidden_size",
                "must be divisible by demo_model.num_heads")
         _check(0 < d.stop_at_exact <= 1, "demo_model.stop_at_exact", "must be in (0, 1]")
+        t = self.train
+        _check(t.loss in LOSS_NAMES, "train.loss",
+               f"unknown loss {t.loss!r}; use one of {list(LOSS_NAMES)}")
+        _check(t.beta > 0, "train.beta", f"got {t.beta}; must be positive")
+        _check(t.learning_rate > 0, "train.learning_rate", "must be positive")
+        _check(t.epochs >= 1, "train.epochs", "must be at least 1")
+        _check(t.groups_per_batch >= 1, "train.groups_per_batch", "must be at least 1")
+        _check(t.grad_accum >= 1, "train.grad_accum", "must be at least 1")
+        _check(t.checkpoint_every >= 1, "train.checkpoint_every", "must be at least 1")
+        _check(t.mixed_precision in ("auto", "no", "bf16", "fp16"), "train.mixed_precision",
+               f"got {t.mixed_precision!r}; use auto, no, bf16 or fp16")
         return self
 
     def policy_path(self, workdir: Path) -> Path:

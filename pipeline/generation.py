@@ -139,6 +139,7 @@ class VLLMGroupSampler:
             for s in seeds
         ]
         outputs = self.llm.generate([p.prompt for p in prompts], params, use_tqdm=False)
+        eos = self.llm.get_tokenizer().eos_token_id
         rows = []
         for prompt, seed, out in zip(prompts, seeds, outputs, strict=True):
             gid = group_id(round_, prompt.prompt_id)
@@ -146,7 +147,8 @@ class VLLMGroupSampler:
                 rows.append({
                     "round": round_, "group_id": gid, "prompt_id": prompt.prompt_id,
                     "candidate_idx": c.index, "candidate_id": candidate_id(gid, c.index),
-                    "text": c.text, "policy": self.model_path, "n_tokens": len(c.token_ids),
+                    "text": c.text, "token_ids": _without_eos(c.token_ids, eos),
+                    "policy": self.model_path, "n_tokens": len(c.token_ids),
                     "finish_reason": c.finish_reason or "unknown",
                     "logprob": c.cumulative_logprob, "seed": seed, "config_hash": config_hash,
                 })
@@ -162,6 +164,11 @@ class VLLMGroupSampler:
         core = getattr(engine, "engine_core", None)
         if core is not None and hasattr(core, "shutdown"):
             core.shutdown()
+
+
+def _without_eos(token_ids, eos: int | None) -> list[int]:
+    ids = list(token_ids)
+    return ids[:-1] if ids and ids[-1] == eos else ids
 
 
 def generate_shard(sampler: VLLMGroupSampler, workdir: Path, round_: int, shard: int,

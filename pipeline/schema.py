@@ -72,6 +72,8 @@ CANDIDATES = Table(
         _c("candidate_idx", pa.int32(), "0..k-1, the order vLLM returned them"),
         CANDIDATE_ID,
         _c("text", pa.string(), "the completion, special tokens removed"),
+        _c("token_ids", pa.list_(pa.int32()),
+           "the completion's tokens as sampled (EOS excluded); training scores exactly these"),
         _c("policy", pa.string(), "model directory that sampled it"),
         _c("n_tokens", pa.int32(), "completion length in tokens"),
         _c("finish_reason", pa.string(), "stop (EOS or stop string) or length (truncated)"),
@@ -176,7 +178,10 @@ def validate(table: pa.Table, spec: Table, where: str = "") -> pa.Table:
 
 
 def _castable(actual: pa.DataType, expected: pa.DataType) -> bool:
-    # Only widening between integer or float kinds: never string <-> number.
+    # Only between integer or float kinds (and lists of them): never string <-> number.
+    if pa.types.is_list(actual) and pa.types.is_list(expected):
+        return actual.value_type == expected.value_type or _castable(actual.value_type,
+                                                                     expected.value_type)
     ints = pa.types.is_integer
     floats = pa.types.is_floating
     return (ints(actual) and ints(expected)) or (floats(actual) and floats(expected)) or (

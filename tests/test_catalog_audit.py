@@ -18,7 +18,8 @@ def _fake_round(workdir, k=3, n=4):
     write_parquet_atomic(pa.Table.from_pylist(prompts, PROMPTS.arrow_schema),
                          prompts_path(workdir, 0), PROMPTS)
     rows = [{"round": 0, "group_id": f"r000:p{i}", "prompt_id": f"p{i}", "candidate_idx": j,
-             "candidate_id": f"r000:p{i}:{j}", "text": "1" * j, "policy": "m",
+             "candidate_id": f"r000:p{i}:{j}", "text": "1" * j, "token_ids": [7] * j,
+             "policy": "m",
              "n_tokens": j + 1, "finish_reason": "length" if j == 2 else "stop",
              "logprob": -float(j), "seed": i, "config_hash": "h"}
             for i in range(n) for j in range(k)]

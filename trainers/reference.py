@@ -1,0 +1,73 @@
+"""Reference log-probs, computed once per (reference model, data) and cached in Parquet.
+
+Training then holds one model in memory instead of two. The cache file's name carries a
+fingerprint of the reference model (its config, tokenizer and weight files) and of the
+data, so a changed model or dataset never reuses stale numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from pipeline.atomic import TMP_MARK
+from trainers.data import TokenizedGroup, collate, plan_batches
+from trainers.logprobs import group_logps
+
+CACHE_SCHEMA = pa.schema([("candidate_id", pa.string()), ("ref_logp", pa.float64())])
+_SAMPLE = 1 << 20
+
+
+def model_fingerprint(model_dir: Path) -> str:
+    """Config, tokenizer and weights (size plus first and last MiB of each weight file:
+    cheap on a 70B checkpoint, and any retraining changes those bytes)."""
+    h = hashlib.sha256()
+    for f in sorted(Path(model_dir).iterdir()):
+        if not f.is_file() or TMP_MARK in f.name:
+            continue
+        if f.suffix in (".json", ".txt", ".model"):
+            h.update(f.name.encode() + f.read_bytes())
+        elif f.suffix in (".safetensors", ".bin"):
+            size = f.stat().st_size
+            with open(f, "rb") as fh:
+                head = fh.read(_SAMPLE)
+                fh.seek(max(0, size - _SAMPLE))
+                tail = fh.read(_SAMPLE)
+            h.update(f.name.encode() + str(size).encode() + head + tail)
+    return h.hexdigest()[:16]
+
+
+@torch.no_grad()
+def compute_reference_logps(model, groups: list[TokenizedGroup], pad_id: int,
+                            groups_per_batch: int, max_tokens: int) -> dict[str, float]:
+    model.eval()
+    out: dict[str, float] = {}
+    for idx in plan_batches(groups, list(range(len(groups))), groups_per_batch, max_tokens):
+        batch, ranks, _ = collate([groups[i] for i in idx], pad_id)
+        logps = group_logps(model, batch)
+        for row, i in enumerate(idx):
+            for j, cid in enumerate(groups[i].candidate_ids):
+                out[cid] = float(logps[row, j])
+    return out
+
+
+def cached_reference_logps(cache_dir: Path, ref_dir: Path, data_fingerprint: str,
+                           compute) -> tuple[dict[str, float], Path, bool]:
+    """(logps by candidate id, cache path, hit?) ; ``compute()`` runs only on a miss."""
+    path = Path(cache_dir) / f"ref_logps-{model_fingerprint(ref_dir)}-{data_fingerprint}.parquet"
+    if path.exists():
+        t = pq.read_table(path)
+        return dict(zip(t.column("candidate_id").to_pylist(),
+                        t.column("ref_logp").to_pylist(), strict=True)), path, True
+    values = compute()
+    table = pa.table({"candidate_id": list(values), "ref_logp": list(values.values())},
+                     schema=CACHE_SCHEMA)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f"{TMP_MARK}{id(values)}")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+    return values, path, False
