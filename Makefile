@@ -21,8 +21,10 @@ test: install lint
 test-quick: install
 	$(BIN)/pytest -m "not slow"
 
-bench: install
-	$(BIN)/python bench/generation.py
+bench:
+	@EXTRAS=bench bash scripts/install.sh
+	$(BIN)/python -m bench.generation
+	$(BIN)/python -m bench.trainer
 
 clean:
 	rm -rf runs .pytest_cache

@@ -4,7 +4,7 @@ Both sample k candidates for the same prompts from the same demo policy on this 
 one after the other in one run; each gets a warm-up call first. Generated tokens are counted
 up to and including EOS. The last line printed is one JSON object.
 
-    .venv/bin/python bench/generation.py [--prompts 64] [--k 8]
+    .venv/bin/python -m bench.generation [--prompts 64] [--k 8]
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
 STAMP="$VENV/.installed"
-want=$(cat pyproject.toml scripts/install.sh | sha256sum | cut -c1-16)
+EXTRAS="${EXTRAS:-}"  # e.g. EXTRAS=bench for the benchmarks' extra packages
+want=$( (cat pyproject.toml scripts/install.sh; echo "$EXTRAS") | sha256sum | cut -c1-16)
 
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
   exit 0
@@ -24,7 +25,7 @@ else
 fi
 echo "install: $flavour build of vLLM into $VENV (a few minutes on a fresh machine)"
 # One resolver call for everything, so prefect's and vllm's pins on fastapi agree.
-"${PIP[@]}" install -e ".[$flavour,dev]" 2>&1 | grep -vE "^WARNING: Location .* is ignored" || true
+"${PIP[@]}" install -e ".[$flavour,dev${EXTRAS:+,$EXTRAS}]" 2>&1 | grep -vE "^WARNING: Location .* is ignored" || true
 "$VENV/bin/python" -c "import vllm" >/dev/null 2>&1 || { echo "install: vllm failed to install" >&2; exit 1; }
 
 if [[ $flavour == cpu ]]; then

@@ -14,8 +14,13 @@ import torch
 
 from pipeline.config import LOSS_NAMES, load_config
 from tests.conftest import copy_store, small_overrides
-from trainers.data import (collate, from_hf_dataset, load_ranked_groups, to_hf_dataset,
-                           tokenize_groups)
+from trainers.data import (
+    collate,
+    from_hf_dataset,
+    load_ranked_groups,
+    to_hf_dataset,
+    tokenize_groups,
+)
 from trainers.logprobs import group_logps
 from trainers.loop import latest_checkpoint, train
 from trainers.losses import LossType, groupwise_loss
