@@ -76,7 +76,7 @@ def _write_pair_store(store: Path, pairs: list[dict]) -> None:
                           "candidate_id": cid, "text": p[key], "token_ids": p[f"{key}_ids"],
                           "policy": "demo", "n_tokens": len(p[f"{key}_ids"]) + 1,
                           "finish_reason": "stop", "logprob": None, "seed": 0,
-                          "config_hash": "pairs"})
+                          "config_hash": "pairs", "injection": None})
             ranks.append({"round": 0, "group_id": gid, "candidate_id": cid, "rank": idx,
                           "score": None})
         groups.append({"round": 0, "group_id": gid, "status": "ok", "n_sources": 1,

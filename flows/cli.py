@@ -64,9 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", type=Path, help="also save the result as CSV")
     p.add_argument("--parquet", type=Path, help="also save the result as Parquet")
 
-    p = sub.add_parser("judge", help="score every candidate of a round (verifier for now)")
+    p = sub.add_parser("judge", help="judge a round with the verifier, reward models and the "
+                                     "LLM judge (Prefect flow)")
     _common(p)
     p.add_argument("--round", type=int, default=0)
+    p.add_argument("--sources", default=None,
+                   help="comma-separated subset of judging.sources (verifier,reward_model,llm)")
 
     p = sub.add_parser("rank", help="turn a round's judgments into rankings and group status")
     _common(p)
@@ -119,8 +122,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         if (out / "config.json").exists() and not args.force:
             print(f"demo policy already at {out} (use --force to rebuild)")
             return 0
+        from pipeline.demo_reward_model import build_demo_reward_model
+
         report = build_demo_model(cfg, out)
-        print(json.dumps(report.__dict__, indent=2))
+        rm = build_demo_reward_model(cfg, out, workdir / "models" / "demo-rm")
+        print(json.dumps({"policy": report.__dict__, "reward_model": rm.__dict__}, indent=2))
         return 0
 
     if args.command == "generate":
@@ -133,15 +139,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
 
     if args.command == "judge":
-        from pipeline.verifier import judge_with_verifier
+        from flows.judge import judge_flow
 
-        out = judge_with_verifier(workdir, args.round, cfg.task.name)
-        print(json.dumps({"judgments": str(out), "catalog_rows": _rebuild(workdir)}, indent=2))
+        if args.sources:
+            overrides["judging.sources"] = args.sources.split(",")
+            load_config(args.config, overrides)  # validate the subset before any work
+        print(json.dumps(judge_flow(str(workdir), args.config, args.round, overrides),
+                         indent=2))
         return 0
 
     if args.command == "rank":
+        from pipeline.judging.verifier import verifier_source
         from pipeline.ranking import rank_round_by_source
-        from pipeline.verifier import verifier_source
 
         source = args.source or verifier_source(cfg.task.name)
         rankings, groups = rank_round_by_source(workdir, args.round, source)

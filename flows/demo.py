@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.generate import generation_flow
 from pipeline.config import load_config
 from pipeline.demo_model import build_demo_model
+from pipeline.demo_reward_model import build_demo_reward_model
 
 
 @task(name="build-demo-model", cache_policy=NO_CACHE)
@@ -18,6 +19,9 @@ def build_demo_model_task(workdir: str, config_path: str | None, overrides: dict
     out = cfg.policy_path(Path(workdir))
     if not (out / "config.json").exists():
         build_demo_model(cfg, out)
+    rm = Path(workdir) / "models" / "demo-rm"
+    if not (rm / "config.json").exists():
+        build_demo_reward_model(cfg, out, rm)
     return str(out)
 
 

@@ -52,6 +52,8 @@ class DemoModelConfig:
     stop_at_exact: float = 0.5  # stop once held-out exact match reaches this (keep it imperfect)
     seed: int = 0
     threads: int = 2
+    rm_prompts: int = 160  # demo reward model: prompts whose samples give its training pairs
+    rm_steps: int = 300  # held-out pair accuracy vs the verifier ~0.69: imperfect on purpose
 
 
 @dataclass
@@ -65,6 +67,41 @@ class GenerationConfig:
     max_num_seqs: int = 256  # vLLM batch limit
     kv_cache_gib: float = 1.0  # VLLM_CPU_KVCACHE_SPACE on CPU
     enforce_eager: bool = True  # skip torch.compile: faster engine start-up on CPU
+
+
+JUDGE_SOURCES = ("verifier", "reward_model", "llm")
+
+
+@dataclass
+class JudgingConfig:
+    # Sources to run. In the demo the verifier is the held-out gold measure, not a training
+    # signal: rank.source picks what training sees.
+    sources: list[str] = field(default_factory=lambda: ["verifier", "reward_model", "llm"])
+    reward_models: list[str] = field(default_factory=lambda: ["demo"])  # dirs; demo = built here
+    combine: str = "mean"  # several reward models: mean, min, or disagreement (mean - std)
+    batch_size: int = 64  # candidates per reward-model forward pass
+
+
+@dataclass
+class LLMJudgeConfig:
+    base_url: str = "embedded"  # an OpenAI-compatible /v1 URL, or embedded (vLLM on 127.0.0.1)
+    model: str = "demo"  # model name at the endpoint; embedded: a model dir, demo = the policy
+    api: str = "completions"  # chat or completions (a model without a chat template)
+    api_key_env: str = "OPENAI_API_KEY"  # environment variable holding the key
+    mode: str = "listwise"  # listwise (one call scores the group) or pairwise (every pair)
+    views: int = 2  # presentation orders per group (pairwise: both orders of each pair)
+    score_low: float = 0.0
+    score_high: float = 9.0
+    structured: str = "regex"  # regex or json_schema (vLLM constrained output), none
+    temperature: float = 0.0
+    max_tokens: int = 64
+    concurrency: int = 4  # requests in flight
+    max_requests: int = 100_000  # cap per run; the rest stays pending for the next run
+    max_attempts: int = 4  # per request, for 429, 5xx, timeouts and resets
+    timeout_s: float = 30.0  # per request
+    max_backoff_s: float = 30.0  # longest wait between attempts (Retry-After is honoured)
+    port: int = 0  # embedded server port; 0 = any free port
+    name: str = "judge"  # source name: llm:NAME
 
 
 # The names of trainers.losses.LossType (pipeline/ may not import trainers/; a test keeps
@@ -97,6 +134,8 @@ class Config:
     demo_model: DemoModelConfig = field(default_factory=DemoModelConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    judging: JudgingConfig = field(default_factory=JudgingConfig)
+    llm_judge: LLMJudgeConfig = field(default_factory=LLMJudgeConfig)
 
     def validate(self) -> Config:
         from pipeline.tasks import registered_tasks
@@ -120,6 +159,27 @@ class Config:
         _check(d.hidden_size % d.num_heads == 0, "demo_model.hidden_size",
                "must be divisible by demo_model.num_heads")
         _check(0 < d.stop_at_exact <= 1, "demo_model.stop_at_exact", "must be in (0, 1]")
+        j, q = self.judging, self.llm_judge
+        unknown = sorted(set(j.sources) - set(JUDGE_SOURCES))
+        _check(not unknown, "judging.sources",
+               f"unknown source(s) {unknown}; use any of {list(JUDGE_SOURCES)}")
+        _check(j.combine in ("mean", "min", "disagreement"), "judging.combine",
+               f"got {j.combine!r}; use mean, min or disagreement")
+        _check(q.api in ("chat", "completions"), "llm_judge.api", "use chat or completions")
+        _check(q.mode in ("listwise", "pairwise"), "llm_judge.mode", "use listwise or pairwise")
+        _check(q.views >= 2, "llm_judge.views",
+               f"got {q.views}; every group is judged in at least two orders")
+        _check(q.score_low < q.score_high, "llm_judge.score_low", "must be below score_high")
+        _check(q.structured in ("regex", "json_schema", "none"), "llm_judge.structured",
+               "use regex, json_schema or none")
+        _check(q.structured != "regex" or (q.score_low >= 0 and q.score_high <= 9
+                                           and float(q.score_low).is_integer()
+                                           and float(q.score_high).is_integer()),
+               "llm_judge.structured", "regex output needs integer scores within 0..9; "
+               "use json_schema for other ranges")
+        _check(q.concurrency >= 1, "llm_judge.concurrency", "must be at least 1")
+        _check(q.max_attempts >= 1, "llm_judge.max_attempts", "must be at least 1")
+        _check(q.timeout_s > 0, "llm_judge.timeout_s", "must be positive")
         t = self.train
         _check(t.loss in LOSS_NAMES, "train.loss",
                f"unknown loss {t.loss!r}; use one of {list(LOSS_NAMES)}")
@@ -188,6 +248,8 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
             value = float(value)
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             raise ConfigError(f"{where}.{name}: expected {expected.__name__}, got {value!r}")
+        if expected is list and not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}.{name}: expected a list of strings, got {value!r}")
         kwargs[name] = value
     return cls(**kwargs)
 

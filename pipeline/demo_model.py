@@ -109,7 +109,8 @@ def build_demo_model(cfg: Config, out_dir: Path, show_progress: bool = True) -> 
         vocab_size=len(tokenizer), hidden_size=d.hidden_size,
         intermediate_size=d.intermediate_size, num_hidden_layers=d.num_layers,
         num_attention_heads=d.num_heads, num_key_value_heads=d.num_heads,
-        max_position_embeddings=64, tie_word_embeddings=True,
+        # Long enough for judge prompts when the demo policy serves as the embedded judge.
+        max_position_embeddings=1024, tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )

@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from pipeline.atomic import read_parquet_checked, write_parquet_atomic
 from pipeline.config import Config, ConfigError
+from pipeline.judging.injection import detect as detect_injection
 from pipeline.schema import CANDIDATES, PROMPTS
 from pipeline.store import candidate_id, group_id, prompts_path, round_dir, shard_path
 from pipeline.tasks import TaskPrompt, get_task
@@ -151,6 +152,7 @@ class VLLMGroupSampler:
                     "policy": self.model_path, "n_tokens": len(c.token_ids),
                     "finish_reason": c.finish_reason or "unknown",
                     "logprob": c.cumulative_logprob, "seed": seed, "config_hash": config_hash,
+                    "injection": detect_injection(c.text),
                 })
         table = pa.Table.from_pylist(rows, schema=CANDIDATES.arrow_schema)
         if table.num_rows != len(prompts) * g.k:

@@ -80,23 +80,31 @@ CANDIDATES = Table(
         _c("logprob", pa.float64(), "policy log-probability of the completion (raw logits)",
            True),
         _c("seed", pa.int64(), "sampling seed of the group"),
+        _c("injection", pa.string(),
+           "what the prompt-injection detector matched in the text, null when clean", True),
         _c("config_hash", pa.string(), "hash of the generation config that produced it"),
     ),
     key=("candidate_id",),
 )
 
 JUDGMENTS = Table(
-    "judgments", "One row per (candidate, source, order shown): a score, a rank or a failure.",
+    "judgments",
+    "One row per (candidate, source, view[, opponent]): a score, a rank, a pairwise verdict, "
+    "or a failure.",
     (
         ROUND, GROUP_ID, CANDIDATE_ID,
-        _c("source", pa.string(), "reward model, verifier or judge name"),
-        _c("kind", pa.string(), "score, rank or pairwise"),
-        _c("value", pa.float64(), "the score or rank; null when status is failed", True),
+        _c("source", pa.string(), "verifier:TASK, rm:NAME, rm-ensemble:HOW or llm:NAME"),
+        _c("kind", pa.string(), "score (higher is better), or pairwise (1 win, 0 loss, 0.5 tie)"),
+        _c("view", pa.int32(), "which presentation order of the group (0, 1, ...); 0 for "
+           "sources that see no order; -1 = reconciled across views (disagreement = tie)"),
+        _c("opponent_id", pa.string(), "pairwise: the candidate compared against", True),
+        _c("value", pa.float64(), "the score or verdict; null when status is failed", True),
         _c("status", pa.string(), "scored or failed"),
+        _c("error", pa.string(), "why it failed (parse error, HTTP status, timeout)", True),
         _c("raw", pa.string(), "raw judge output, kept for audit", True),
-        _c("order_shown", pa.int32(), "position the candidate was shown at", True),
+        _c("order_shown", pa.int32(), "0-based position the candidate was shown at", True),
     ),
-    key=("candidate_id", "source", "order_shown"),
+    key=("candidate_id", "source", "view", "opponent_id"),
 )
 
 RANKINGS = Table(

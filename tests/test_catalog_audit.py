@@ -21,7 +21,7 @@ def _fake_round(workdir, k=3, n=4):
              "candidate_id": f"r000:p{i}:{j}", "text": "1" * j, "token_ids": [7] * j,
              "policy": "m",
              "n_tokens": j + 1, "finish_reason": "length" if j == 2 else "stop",
-             "logprob": -float(j), "seed": i, "config_hash": "h"}
+             "logprob": -float(j), "seed": i, "config_hash": "h", "injection": None}
             for i in range(n) for j in range(k)]
     write_parquet_atomic(pa.Table.from_pylist(rows, CANDIDATES.arrow_schema),
                          shard_path(workdir, "candidates", 0, 0, "h"), CANDIDATES)
