@@ -25,6 +25,7 @@ bench:
 	@EXTRAS=bench bash scripts/install.sh
 	$(BIN)/python -m bench.generation
 	$(BIN)/python -m bench.trainer
+	$(BIN)/python -m bench.judging
 
 clean:
 	rm -rf runs .pytest_cache

@@ -37,12 +37,17 @@ def judge_llm_task(workdir: Path, round_: int, shard: Path, judge: LLMJudge, on_
 def reward_model_dirs(cfg: Config, workdir: Path) -> list[tuple[str, Path]]:
     out = []
     for spec in cfg.judging.reward_models:
-        path = Path(workdir) / "models" / "demo-rm" if spec == "demo" else Path(spec)
+        path = Path(workdir) / "models" / "demo-rm" if spec == "demo" else Path(spec).resolve()
         if not (path / "config.json").is_file():
             hint = ("run `grpo build-demo-model`" if spec == "demo"
                     else "point judging.reward_models at sequence-classification model dirs")
             raise ConfigError(f"judging.reward_models: no model at {path}; {hint}")
         out.append(("demo" if spec == "demo" else path.name, path))
+    names = [name for name, _ in out]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"judging.reward_models: two models share a name ({names}); each "
+                          "names a source rm:NAME after its directory, so give them distinct "
+                          "directory names")
     return out
 
 

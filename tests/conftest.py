@@ -75,3 +75,12 @@ def copy_store(src: Path, dst: Path) -> Path:
 
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("catalog.duckdb*"))
     return dst
+
+
+@pytest.fixture(scope="session")
+def demo_rm_dir(tmp_path_factory, demo_cfg, demo_model_dir) -> Path:
+    from pipeline.demo_reward_model import build_demo_reward_model
+
+    out = tmp_path_factory.mktemp("models") / "demo-rm"
+    build_demo_reward_model(demo_cfg, demo_model_dir, out, show_progress=False)
+    return out

@@ -74,6 +74,8 @@ class JudgeClient:
         from openai import OpenAI
 
         self.cfg, self.model, self.budget, self.sleep = cfg, model, budget, sleep
+        self.prompt_tokens = self.completion_tokens = 0  # as the endpoint reports them
+        self._usage_lock = threading.Lock()
         self.client = OpenAI(base_url=base_url, api_key=os.environ.get(cfg.api_key_env) or "none",
                              max_retries=0, timeout=cfg.timeout_s)
 
@@ -107,6 +109,12 @@ class JudgeClient:
                 self.sleep(backoff)
         return Reply(None, f"{error} (after {cfg.max_attempts} attempts)", cfg.max_attempts)
 
+    def _count(self, usage) -> None:
+        if usage is not None:
+            with self._usage_lock:
+                self.prompt_tokens += usage.prompt_tokens or 0
+                self.completion_tokens += usage.completion_tokens or 0
+
     def _create(self, prompt: str, constraint: dict | None, seed: int) -> tuple[str, str]:
         kwargs = dict(model=self.model, temperature=self.cfg.temperature,
                       max_tokens=self.cfg.max_tokens, seed=seed)
@@ -115,9 +123,11 @@ class JudgeClient:
         if self.cfg.api == "chat":
             r = self.client.chat.completions.create(
                 messages=[{"role": "user", "content": prompt}], **kwargs)
+            self._count(r.usage)
             choice = r.choices[0]
             return choice.message.content or "", choice.finish_reason
         r = self.client.completions.create(prompt=prompt, **kwargs)
+        self._count(r.usage)
         return r.choices[0].text, r.choices[0].finish_reason
 
 
