@@ -40,8 +40,9 @@ def prepare_pairs(workdir: Path) -> dict:
     workdir = Path(workdir)
     source = workdir / "source"
     if not (source / "rounds" / "r000" / "rankings").exists():
-        for cmd in ("build-demo-model", "generate", "judge", "rank"):
-            _grpo(cmd, "--workdir", str(source))
+        for cmd in (["build-demo-model"], ["generate"], ["judge", "--sources", "verifier"],
+                    ["rank", "--set", 'rank.weights=["verifier:*=1"]']):
+            _grpo(*cmd, "--workdir", str(source))
     model_dir = source / "models" / "demo-policy"
     tok = AutoTokenizer.from_pretrained(model_dir)
     pairs = []

@@ -11,6 +11,7 @@ import tomllib
 from pathlib import Path
 
 from pipeline.config import ConfigError, load_config
+from pipeline.humans import ImportFileError
 
 DEFAULT_WORKDIR = "runs/demo"
 
@@ -71,10 +72,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sources", default=None,
                    help="comma-separated subset of judging.sources (verifier,reward_model,llm)")
 
-    p = sub.add_parser("rank", help="turn a round's judgments into rankings and group status")
+    p = sub.add_parser("rank", help="merge every source into consensus rankings; find cycles "
+                                    "and disagreement (Prefect flow)")
     _common(p)
     p.add_argument("--round", type=int, default=0)
-    p.add_argument("--source", default=None, help="judgment source (default: the task verifier)")
+
+    p = sub.add_parser("export-annotation", help="write groups for human annotators (CSV, JSONL)")
+    _common(p)
+    p.add_argument("--round", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None, help="folder (default WORKDIR/annotation)")
+    p.add_argument("--groups", type=int, default=None, help="at most this many groups")
+
+    p = sub.add_parser("import-human", help="import annotators' rankings (CSV or JSONL)")
+    _common(p)
+    p.add_argument("file", type=Path, help="ranking rows or pairwise rows; see README")
 
     p = sub.add_parser("train", help="groupwise preference training on ranked rounds "
                                      "(Prefect flow)")
@@ -101,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     try:
         return _dispatch(args)
-    except (ConfigError, KeyError, FileNotFoundError) as err:
+    except (ConfigError, KeyError, FileNotFoundError, ImportFileError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"grpo {args.command}: error: {msg}", file=sys.stderr)
         return 2
@@ -149,13 +160,24 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
 
     if args.command == "rank":
-        from pipeline.judging.verifier import verifier_source
-        from pipeline.ranking import rank_round_by_source
+        from flows.rank import rank_flow
 
-        source = args.source or verifier_source(cfg.task.name)
-        rankings, groups = rank_round_by_source(workdir, args.round, source)
-        print(json.dumps({"rankings": str(rankings), "groups": str(groups),
-                          "catalog_rows": _rebuild(workdir)}, indent=2))
+        print(json.dumps(rank_flow(str(workdir), args.config, args.round, overrides), indent=2))
+        return 0
+
+    if args.command == "export-annotation":
+        from pipeline.humans import export_annotation
+
+        csv_path, jsonl_path = export_annotation(workdir, args.round,
+                                                 args.out or workdir / "annotation", args.groups)
+        print(json.dumps({"csv": str(csv_path), "jsonl": str(jsonl_path)}, indent=2))
+        return 0
+
+    if args.command == "import-human":
+        from pipeline.humans import import_human_file
+
+        report = import_human_file(workdir, args.file)
+        print(json.dumps(report.__dict__ | {"catalog_rows": _rebuild(workdir)}, indent=2))
         return 0
 
     if args.command == "train":

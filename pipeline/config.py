@@ -104,6 +104,25 @@ class LLMJudgeConfig:
     name: str = "judge"  # source name: llm:NAME
 
 
+GROUP_POLICIES = ("keep", "downweight", "drop")
+
+
+@dataclass
+class RankConfig:
+    # Source weights as GLOB=WEIGHT, first match wins. The demo's gold verifier gets 0: it is
+    # the held-out measure, so it is audited against the consensus but never shapes it.
+    weights: list[str] = field(default_factory=lambda: [
+        "verifier:*=0", "rm:*=1", "rm-ensemble:*=1", "llm:*=0.5", "human:*=2"])
+    default_weight: float = 1.0  # sources no pattern matches
+    estimate_weights_from: str = ""  # GLOB of a trusted source (e.g. human:*); empty = off
+    l2: float = 0.1  # Bradley-Terry prior strength: keeps strengths finite and unique
+    contested_below: float = 0.0  # mean Kendall tau between weighted sources below this
+    intransitive: str = "downweight"  # training policy for groups with consensus cycles
+    contested: str = "downweight"  # training policy for contested groups
+    downweight: float = 0.5  # weight given by the downweight policy
+    chunk_groups: int = 50_000  # groups merged per vectorised chunk (memory bound)
+
+
 # The names of trainers.losses.LossType (pipeline/ may not import trainers/; a test keeps
 # the two lists equal).
 LOSS_NAMES = ("plackett_luce", "dpo", "all_pairs", "lipo_lambda")
@@ -136,6 +155,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     judging: JudgingConfig = field(default_factory=JudgingConfig)
     llm_judge: LLMJudgeConfig = field(default_factory=LLMJudgeConfig)
+    rank: RankConfig = field(default_factory=RankConfig)
 
     def validate(self) -> Config:
         from pipeline.tasks import registered_tasks
@@ -180,6 +200,23 @@ class Config:
         _check(q.concurrency >= 1, "llm_judge.concurrency", "must be at least 1")
         _check(q.max_attempts >= 1, "llm_judge.max_attempts", "must be at least 1")
         _check(q.timeout_s > 0, "llm_judge.timeout_s", "must be positive")
+        r = self.rank
+        for item in r.weights:
+            pattern, sep, weight = item.rpartition("=")
+            ok = bool(sep and pattern)
+            try:
+                ok = ok and float(weight) >= 0
+            except ValueError:
+                ok = False
+            _check(ok, "rank.weights", f"{item!r} should read GLOB=WEIGHT with WEIGHT >= 0")
+        _check(r.intransitive in GROUP_POLICIES, "rank.intransitive",
+               f"use one of {list(GROUP_POLICIES)}")
+        _check(r.contested in GROUP_POLICIES, "rank.contested",
+               f"use one of {list(GROUP_POLICIES)}")
+        _check(0 <= r.downweight <= 1, "rank.downweight", "must be in [0, 1]")
+        _check(r.l2 > 0, "rank.l2", "must be positive")
+        _check(-1 <= r.contested_below <= 1, "rank.contested_below", "a Kendall tau in [-1, 1]")
+        _check(r.chunk_groups >= 1, "rank.chunk_groups", "must be at least 1")
         t = self.train
         _check(t.loss in LOSS_NAMES, "train.loss",
                f"unknown loss {t.loss!r}; use one of {list(LOSS_NAMES)}")

@@ -94,7 +94,8 @@ JUDGMENTS = Table(
     (
         ROUND, GROUP_ID, CANDIDATE_ID,
         _c("source", pa.string(), "verifier:TASK, rm:NAME, rm-ensemble:HOW or llm:NAME"),
-        _c("kind", pa.string(), "score (higher is better), or pairwise (1 win, 0 loss, 0.5 tie)"),
+        _c("kind", pa.string(), "score (higher is better), rank (1 = best, humans), or "
+           "pairwise (1 win, 0 loss, 0.5 tie)"),
         _c("view", pa.int32(), "which presentation order of the group (0, 1, ...); 0 for "
            "sources that see no order; -1 = reconciled across views (disagreement = tie)"),
         _c("opponent_id", pa.string(), "pairwise: the candidate compared against", True),
@@ -122,23 +123,51 @@ GROUPS = Table(
     (
         ROUND, GROUP_ID,
         _c("status", pa.string(), "ok, contested, intransitive or unranked"),
-        _c("n_sources", pa.int32(), "sources that judged the group"),
-        _c("n_cycles", pa.int32(), "cycles found in the consensus majority graph"),
-        _c("agreement", pa.float64(), "mean Kendall tau between sources", True),
+        _c("n_sources", pa.int32(), "sources with an opinion on the group (any weight)"),
+        _c("n_cycles", pa.int32(), "3-cycles in the weighted majority graph of the consensus"),
+        _c("n_source_cycles", pa.int32(), "sources whose own verdicts on the group hold a cycle"),
+        _c("agreement", pa.float64(),
+           "mean Kendall tau between the weighted sources; null with fewer than two", True),
         _c("weight", pa.float64(), "training weight the status policy assigns"),
     ),
     key=("group_id",),
+)
+
+CYCLES = Table(
+    "cycles", "Intransitivity: candidates on a preference cycle, per source and for the "
+    "consensus (source = 'consensus', the weighted majority graph).",
+    (
+        ROUND, GROUP_ID,
+        _c("source", pa.string(), "a judgment source, or consensus"),
+        _c("members", pa.list_(pa.string()), "candidate ids that lie on some cycle"),
+        _c("n_3cycles", pa.int32(), "directed triangles A>B, B>C, C>A"),
+    ),
+    key=("group_id", "source"),
+)
+
+AGREEMENT = Table(
+    "agreement", "Kendall tau between two sources on one group, over the candidate pairs both "
+    "ordered (ties count as neither concordant nor discordant).",
+    (
+        ROUND, GROUP_ID,
+        _c("source_a", pa.string(), "first source (alphabetical)"),
+        _c("source_b", pa.string(), "second source"),
+        _c("pairs", pa.int32(), "candidate pairs both sources have an opinion on"),
+        _c("tau", pa.float64(), "(concordant - discordant) / pairs; null when pairs = 0", True),
+    ),
+    key=("group_id", "source_a", "source_b"),
 )
 
 QUARANTINE = Table(
     "quarantine", "Rejected input rows, each with the reason it was rejected.",
     (
         _c("source_file", pa.string(), "file the row came from"),
+        _c("file_sha256", pa.string(), "content hash of that file (re-imports are no-ops)"),
         _c("row_number", pa.int64(), "1-based row in that file"),
         _c("reason", pa.string(), "why it was rejected"),
         _c("raw", pa.string(), "the row as read"),
     ),
-    key=("source_file", "row_number"),
+    key=("file_sha256", "row_number"),
 )
 
 EVALS = Table(
@@ -152,7 +181,8 @@ EVALS = Table(
 )
 
 TABLES: dict[str, Table] = {t.name: t for t in
-                            (PROMPTS, CANDIDATES, JUDGMENTS, RANKINGS, GROUPS, QUARANTINE, EVALS)}
+                            (PROMPTS, CANDIDATES, JUDGMENTS, RANKINGS, GROUPS, CYCLES, AGREEMENT,
+                             QUARANTINE, EVALS)}
 
 
 def validate(table: pa.Table, spec: Table, where: str = "") -> pa.Table:

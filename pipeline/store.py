@@ -18,6 +18,8 @@ TABLE_GLOBS: dict[str, str] = {
     "judgments": "rounds/*/judgments/*.parquet",
     "rankings": "rounds/*/rankings/*.parquet",
     "groups": "rounds/*/groups/*.parquet",
+    "cycles": "rounds/*/cycles/*.parquet",
+    "agreement": "rounds/*/agreement/*.parquet",
     "quarantine": "quarantine/*.parquet",
     "evals": "rounds/*/evals.parquet",
 }
