@@ -95,7 +95,8 @@ def build_preferences(judgments: pl.DataFrame, candidates: pl.DataFrame) -> Pref
     ).group_by("g", "s", "i", "j").agg(pl.col("value").mean().alias("v")).sort("g")
     return PreferenceData(
         group_ids=group_ids, rounds=groups["round"].to_numpy(),
-        n_candidates=groups["n"].to_numpy().astype(np.int64), candidate_ids=groups["candidate_id"].to_list(),
+        n_candidates=groups["n"].to_numpy().astype(np.int64),
+        candidate_ids=groups["candidate_id"].to_list(),
         sources=sources, scores=scores,
         # Copies: polars may hand out read-only views, which torch will not index into.
         pair_g=np.array(pairwise["g"].to_numpy()), pair_s=np.array(pairwise["s"].to_numpy()),
