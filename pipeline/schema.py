@@ -217,7 +217,8 @@ def validate(table: pa.Table, spec: Table, where: str = "") -> pa.Table:
 
 def _castable(actual: pa.DataType, expected: pa.DataType) -> bool:
     # Only between integer or float kinds (and lists of them): never string <-> number.
-    if pa.types.is_list(actual) and pa.types.is_list(expected):
+    lists = (pa.types.is_list(actual) or pa.types.is_large_list(actual))
+    if lists and pa.types.is_list(expected):  # polars writes large_list
         return actual.value_type == expected.value_type or _castable(actual.value_type,
                                                                      expected.value_type)
     ints = pa.types.is_integer

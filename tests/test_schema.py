@@ -58,3 +58,11 @@ def test_readme_carries_the_schema_verbatim():
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert describe() in readme, "README's schema section is stale: paste `grpo schema`"
+
+
+def test_polars_style_wide_types_are_accepted():
+    import polars as pl
+
+    df = pl.DataFrame([_row(0), _row(1)])  # large_string, large_list<int64>, int64
+    out = validate(df.to_arrow(), CANDIDATES)
+    assert out.schema == CANDIDATES.arrow_schema
