@@ -32,7 +32,7 @@ K = 8
 
 
 def synthesize(workdir: Path, groups: int, cycle_rate: float, seed: int = 0,
-               shard_groups: int = 250_000) -> np.ndarray:
+               shard_groups: int = 100_000) -> np.ndarray:
     """Writes prompts, candidates and judgments; returns the groups with a planted cycle."""
     rng = np.random.default_rng(seed)
     rdir = round_dir(workdir, 0)

@@ -97,9 +97,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue from the last complete checkpoint")
 
-    p = sub.add_parser("demo", help="the embedded default end to end: build the demo policy "
-                                    "if missing, generate, audit")
+    p = sub.add_parser("iterate", help="rounds of generate, judge, rank, train, evaluate "
+                                       "(Prefect flow; resumes after a crash)")
     _common(p)
+    p.add_argument("--rounds", type=int, default=None, help="rounds (default loop.rounds)")
+
+    p = sub.add_parser("demo", help="the embedded default end to end: build the demo models "
+                                    "if missing, then iterate")
+    _common(p)
+    p.add_argument("--rounds", type=int, default=None, help="rounds (default loop.rounds)")
+
+    p = sub.add_parser("serve", help="register the flows as scheduled Prefect deployments "
+                                     "and serve them")
+    _common(p)
+    p.add_argument("--register-only", action="store_true",
+                   help="register the deployments and exit (a worker or `serve` runs them)")
 
     p = sub.add_parser("schema", help="print the ranked-group dataset schema")
     _common(p)
@@ -190,21 +202,28 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
         return 0
 
-    if args.command == "demo":
-        from flows.demo import demo_flow
+    if args.command in ("iterate", "demo"):
+        from flows.iterate import iterate_flow
 
-        demo_flow(str(workdir), args.config, overrides)
-        args.name, args.csv, args.parquet = "generation_coverage", None, None
-        return _audit(workdir, args)
+        if args.command == "demo" and cfg.policy.model == "demo":
+            from flows.demo import build_demo_models
 
-    if args.command == "db":
-        from pipeline.catalog import rebuild
-
-        print(json.dumps(rebuild(workdir), indent=2))
+            build_demo_models(str(workdir), args.config, overrides)
+        result = iterate_flow(str(workdir), args.config, overrides, args.rounds)
+        _print_summary(result)
         return 0
 
-    if args.command == "audit":
-        return _audit(workdir, args)
+    if args.command == "serve":
+        from flows.serve import build_deployments, register, serve
+
+        deployments = build_deployments(cfg, workdir, args.config)
+        if not deployments:
+            raise ConfigError("schedule: every cron is empty; nothing to serve")
+        if args.register_only:
+            print(json.dumps(register(deployments), indent=2))
+            return 0
+        serve(deployments)
+        return 0
 
     if args.command == "schema":
         from pipeline.schema import describe
@@ -212,6 +231,20 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(describe())
         return 0
     raise AssertionError(args.command)
+
+
+def _print_summary(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*result["header"], title="grpo loop: held-out evaluation by round")
+    for row in result["rows"]:
+        table.add_row(*row)
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    console.print(table)
+    for note in result["notes"]:
+        console.print(f"[bold red]{note}")
+    console.print(f"report: {result['report']}")
 
 
 def _rebuild(workdir: Path) -> dict:

@@ -18,7 +18,7 @@ from pipeline.atomic import sweep_temp_files, write_text_atomic
 from pipeline.catalog import rebuild
 from pipeline.config import load_config
 from pipeline.progress import progress_bar
-from pipeline.store import round_dir
+from pipeline.store import next_round, round_dir
 
 
 @task(name="generate-shard", cache_policy=NO_CACHE, retries=0)
@@ -31,12 +31,23 @@ def generate_shard_task(sampler, workdir: Path, round_: int, shard: int, prompts
 def generation_flow(workdir: str, config_path: str | None = None, round_: int = 0,
                     overrides: dict | None = None, policy_path: str | None = None,
                     show_progress: bool = True) -> dict:
-    """Generate round ``round_``; ``policy_path`` overrides the config's policy (the loop
-    passes the previous round's model)."""
-    workdir_p = Path(workdir)
+    """Generate round ``round_`` (-1: the next new round); ``policy_path`` overrides the
+    config's policy (the loop passes the previous round's model)."""
     cfg = load_config(config_path, overrides)
     if policy_path:
         cfg.policy.model = policy_path
+    workdir_p = Path(workdir)
+    if round_ < 0:
+        round_ = next_round(workdir_p)
+    summary = run_generation(workdir_p, cfg, round_, show_progress=show_progress)
+    summary["catalog_rows"] = rebuild(workdir_p)
+    return summary
+
+
+def run_generation(workdir_p: Path, cfg, round_: int, sampler=None,
+                   show_progress: bool = True) -> dict:
+    """The body of the flow, callable with an engine the caller already started (the loop
+    shares one engine between evaluation and generation)."""
     model = cfg.require_policy(workdir_p)
     config_hash = cfg.fingerprint(*generation.GENERATION_SECTIONS)
     generation.check_round_config(workdir_p, round_, config_hash)
@@ -50,8 +61,10 @@ def generation_flow(workdir: str, config_path: str | None = None, round_: int = 
     results: list[generation.ShardResult] = []
     startup = 0.0
     if todo:
-        sampler = generation.VLLMGroupSampler(model, cfg)
-        startup = sampler.startup_seconds
+        own = sampler is None
+        if own:
+            sampler = generation.VLLMGroupSampler(model, cfg)
+            startup = sampler.startup_seconds
         done_prompts = sum(len(s) for i, s in enumerate(shards) if i not in todo)
         tokens = seconds = 0.0
         with progress_bar(show_progress) as bar:
@@ -65,16 +78,15 @@ def generation_flow(workdir: str, config_path: str | None = None, round_: int = 
                 bar.update(job, advance=res.prompts,
                            description=f"round {round_}: generating "
                                        f"{tokens / max(seconds, 1e-9):,.0f} tok/s")
-        sampler.close()
-    rows = rebuild(workdir_p)
+        if own:
+            sampler.close()
     return {
         "round": round_, "config_hash": config_hash, "shards": len(shards),
         "shards_generated": len(results), "shards_skipped": len(shards) - len(results),
         "candidates_in_round": _count_round(workdir_p, round_, config_hash),
         "engine_startup_s": round(startup, 1),
         "generated_tokens": sum(r.tokens for r in results),
-        "catalog_rows": rows, "shard_results": [asdict(r) | {"path": str(r.path)}
-                                                for r in results],
+        "shard_results": [asdict(r) | {"path": str(r.path)} for r in results],
     }
 
 

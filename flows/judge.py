@@ -21,7 +21,7 @@ from pipeline.judging.reward_model import RewardModelScorer, combine_scores
 from pipeline.judging.server import vllm_server
 from pipeline.judging.verifier import VerifierJudge
 from pipeline.progress import progress_bar
-from pipeline.store import round_dir
+from pipeline.store import latest_round, round_dir
 
 
 @task(name="judge-shard", cache_policy=NO_CACHE)
@@ -72,6 +72,7 @@ def judge_flow(workdir: str, config_path: str | None = None, round_: int = 0,
                overrides: dict | None = None, show_progress: bool = True) -> dict:
     cfg = load_config(config_path, overrides)
     wd = Path(workdir)
+    round_ = latest_round(wd) if round_ < 0 else round_
     shards = stage.candidate_shards(wd, round_)
     if not shards:
         raise ConfigError(f"round {round_}: no candidates in {round_dir(wd, round_)}; "

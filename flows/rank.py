@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from pipeline.catalog import rebuild
 from pipeline.config import load_config
 from pipeline.consensus.stage import rank_round
+from pipeline.store import latest_round
 
 
 @task(name="consensus", cache_policy=NO_CACHE)
@@ -22,5 +23,6 @@ def consensus_task(workdir: Path, round_: int, rank_cfg):
 def rank_flow(workdir: str, config_path: str | None = None, round_: int = 0,
               overrides: dict | None = None) -> dict:
     cfg = load_config(config_path, overrides)
+    round_ = latest_round(Path(workdir)) if round_ < 0 else round_
     summary = consensus_task(Path(workdir), round_, cfg.rank)
     return asdict(summary) | {"catalog_rows": rebuild(Path(workdir))}

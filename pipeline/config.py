@@ -123,6 +123,32 @@ class RankConfig:
     chunk_groups: int = 50_000  # groups merged per vectorised chunk (memory bound)
 
 
+@dataclass
+class LoopConfig:
+    rounds: int = 3  # generate -> judge -> rank -> train rounds for `grpo iterate`
+    reference: str = "base"  # reference model for training: base (round 0 policy) or previous
+    eval_k: int = 4  # samples per held-out prompt when evaluating a round's policy
+    training_reward: str = "rm:*"  # GLOB of the sources whose score is "the training reward"
+    stop_on_overoptimisation: bool = True  # stop when train reward rises while gold falls
+    # Gold may fall this much before a round is flagged: ~1.7 standard errors of the mean gold
+    # score at the demo's 128 held-out prompts x 4 samples, so noise alone rarely flags.
+    overopt_tolerance: float = 0.02
+    simulated_annotator: bool = True  # demo: noisy gold rankings on a sample of groups
+    annotator_fraction: float = 0.1  # share of each round's groups the annotators rank
+    annotator_noise: float = 0.3  # std of the noise added to gold scores before ranking
+    annotator_cycles: float = 0.2  # share of annotated groups given a planted cycle
+
+
+@dataclass
+class ScheduleConfig:
+    # Cron expressions for `grpo serve`; an empty string leaves that deployment unscheduled.
+    generate_cron: str = "0 2 * * *"  # nightly: sample a new round with the current policy
+    judge_cron: str = "0 4 * * *"  # then judge the newest round
+    rank_cron: str = "0 5 * * *"  # then merge it into rankings
+    iterate_cron: str = ""  # a whole round of the loop
+    timezone: str = "UTC"
+
+
 # The names of trainers.losses.LossType (pipeline/ may not import trainers/; a test keeps
 # the two lists equal).
 LOSS_NAMES = ("plackett_luce", "dpo", "all_pairs", "lipo_lambda")
@@ -156,6 +182,8 @@ class Config:
     judging: JudgingConfig = field(default_factory=JudgingConfig)
     llm_judge: LLMJudgeConfig = field(default_factory=LLMJudgeConfig)
     rank: RankConfig = field(default_factory=RankConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
     def validate(self) -> Config:
         from pipeline.tasks import registered_tasks
@@ -217,6 +245,16 @@ class Config:
         _check(r.l2 > 0, "rank.l2", "must be positive")
         _check(-1 <= r.contested_below <= 1, "rank.contested_below", "a Kendall tau in [-1, 1]")
         _check(r.chunk_groups >= 1, "rank.chunk_groups", "must be at least 1")
+        lp = self.loop
+        _check(lp.rounds >= 1, "loop.rounds", "must be at least 1")
+        _check(lp.reference in ("base", "previous"), "loop.reference", "use base or previous")
+        _check(lp.eval_k >= 1, "loop.eval_k", "must be at least 1")
+        for name in ("annotator_fraction", "annotator_cycles"):
+            _check(0 <= getattr(lp, name) <= 1, f"loop.{name}", "must be in [0, 1]")
+        for name in ("generate_cron", "judge_cron", "rank_cron", "iterate_cron"):
+            cron = getattr(self.schedule, name)
+            _check(cron == "" or len(cron.split()) == 5, f"schedule.{name}",
+                   f"{cron!r} is not a 5-field cron expression (or empty to disable)")
         t = self.train
         _check(t.loss in LOSS_NAMES, "train.loss",
                f"unknown loss {t.loss!r}; use one of {list(LOSS_NAMES)}")

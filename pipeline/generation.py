@@ -129,13 +129,15 @@ class VLLMGroupSampler:
         )
         self.startup_seconds = time.perf_counter() - started
 
-    def sample(self, prompts: list[TaskPrompt], round_: int, config_hash: str) -> pa.Table:
+    def sample(self, prompts: list[TaskPrompt], round_: int, config_hash: str,
+               k: int | None = None) -> pa.Table:
         from vllm import SamplingParams
 
         g = self.cfg.generation
+        k = k or g.k
         seeds = [prompt_seed(g.seed, round_, p.prompt_id) for p in prompts]
         params = [
-            SamplingParams(n=g.k, temperature=g.temperature, top_p=g.top_p,
+            SamplingParams(n=k, temperature=g.temperature, top_p=g.top_p,
                            max_tokens=g.max_new_tokens, seed=s, logprobs=0)
             for s in seeds
         ]
@@ -155,9 +157,9 @@ class VLLMGroupSampler:
                     "injection": detect_injection(c.text),
                 })
         table = pa.Table.from_pylist(rows, schema=CANDIDATES.arrow_schema)
-        if table.num_rows != len(prompts) * g.k:
+        if table.num_rows != len(prompts) * k:
             raise RuntimeError(f"vLLM returned {table.num_rows} candidates for "
-                               f"{len(prompts)} prompts x k={g.k}")
+                               f"{len(prompts)} prompts x k={k}")
         return table
 
     def close(self) -> None:

@@ -52,3 +52,22 @@ def group_id(round_: int, prompt_id: str) -> str:
 
 def candidate_id(group: str, candidate_idx: int) -> str:
     return f"{group}:{candidate_idx}"
+
+
+def rounds_with_candidates(workdir: Path) -> list[int]:
+    return sorted(int(p.name[1:]) for p in (Path(workdir) / "rounds").glob("r[0-9]*")
+                  if any((p / "candidates").glob("*.parquet")))
+
+
+def next_round(workdir: Path) -> int:
+    """The first round after every round with candidates: where a nightly run writes."""
+    done = rounds_with_candidates(workdir)
+    return done[-1] + 1 if done else 0
+
+
+def latest_round(workdir: Path) -> int:
+    """The newest round with candidates (what a scheduled judge or rank run works on)."""
+    done = rounds_with_candidates(workdir)
+    if not done:
+        raise FileNotFoundError(f"no round with candidates in {workdir}; generate one first")
+    return done[-1]

@@ -37,15 +37,14 @@ class RankSummary:
     estimated_from: str | None
 
 
-def read_round(workdir: Path, round_: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+def read_round(workdir: Path, round_: int) -> tuple[pl.LazyFrame, pl.DataFrame]:
     rdir = round_dir(workdir, round_)
     cands = pl.read_parquet(rdir / "candidates" / "*.parquet",
                             columns=["round", "group_id", "candidate_id", "candidate_idx"])
     jfiles = sorted((rdir / "judgments").glob("*.parquet"))
     if not jfiles:
         raise ValueError(f"round {round_} has no judgments; run `grpo judge` first")
-    judgments = pl.concat([pl.read_parquet(f) for f in jfiles], how="vertical_relaxed")
-    return judgments, cands
+    return pl.scan_parquet(jfiles), cands
 
 
 def estimate_weights(data: PreferenceData, trusted_glob: str, chunk: int) -> dict[str, dict]:
@@ -109,27 +108,25 @@ def rank_round(workdir: Path, round_: int, cfg: RankConfig) -> RankSummary:
 
 
 def _rankings(data, lo, hi, res) -> pa.Table:
-    rounds, gids, cids, ranks, scores = [], [], [], [], []
-    r = res.ranks.numpy()
-    t = res.theta.numpy()
-    for row, g in enumerate(range(lo, hi)):
-        n = int(data.n_candidates[g])
-        rounds += [int(data.rounds[g])] * n
-        gids += [data.group_ids[g]] * n
-        cids += data.candidate_ids[g]
-        ranks += r[row, :n].tolist()
-        scores += [float(x) if rk >= 0 else None for x, rk in zip(t[row, :n], r[row, :n],
-                                                                  strict=True)]
-    return pa.table({"round": pa.array(rounds, pa.int32()), "group_id": gids,
-                     "candidate_id": cids, "rank": pa.array(ranks, pa.int32()),
-                     "score": pa.array(scores, pa.float64())})
+    n = data.n_candidates[lo:hi]
+    present = torch.arange(data.k).unsqueeze(0) < torch.from_numpy(n).unsqueeze(1)
+    ranks = res.ranks[present].numpy()  # row-major: group by group, by candidate index
+    theta = res.theta[present].numpy().astype(np.float64)
+    return pa.table({
+        "round": pa.array(np.repeat(data.rounds[lo:hi], n), pa.int32()),
+        "group_id": pa.array(np.repeat(data.group_ids[lo:hi], n), pa.string()),
+        "candidate_id": pa.array(data.candidate_ids[data.offsets[lo]:data.offsets[hi]],
+                                 pa.string()),
+        "rank": pa.array(ranks, pa.int32()),
+        "score": pa.array(np.where(ranks >= 0, theta, np.nan), pa.float64(),
+                          from_pandas=True)})
 
 
 def _groups(data, lo, hi, res) -> pa.Table:
     source_cyc = res.source_cycle.any(2).sum(1)
     return pa.table({
         "round": pa.array(data.rounds[lo:hi], pa.int32()),
-        "group_id": data.group_ids[lo:hi], "status": res.status,
+        "group_id": pa.array(data.group_ids[lo:hi], pa.string()), "status": res.status,
         "n_sources": pa.array(res.n_sources.numpy(), pa.int32()),
         "n_cycles": pa.array(res.n_cycles.numpy(), pa.int32()),
         "n_source_cycles": pa.array(source_cyc.numpy(), pa.int32()),
@@ -156,8 +153,8 @@ def _cycle_row(rows, data, g, source, mask, n3) -> None:
     rows["round"].append(int(data.rounds[g]))
     rows["group_id"].append(data.group_ids[g])
     rows["source"].append(source)
-    rows["members"].append([data.candidate_ids[g][i] for i in np.nonzero(mask)[0]
-                            if i < len(data.candidate_ids[g])])
+    ids = data.group_candidates(g)
+    rows["members"].append([ids[i] for i in np.nonzero(mask)[0] if i < len(ids)])
     rows["n_3cycles"].append(n3)
 
 
@@ -169,8 +166,8 @@ def _agreement(data, lo, hi, res) -> pa.Table:
     g_rows, p_cols = np.nonzero(pairs > 0)
     return pa.table({
         "round": pa.array(data.rounds[lo:hi][g_rows], pa.int32()),
-        "group_id": [data.group_ids[lo + g] for g in g_rows],
-        "source_a": [data.sources[a_idx[c]] for c in p_cols],
-        "source_b": [data.sources[b_idx[c]] for c in p_cols],
+        "group_id": pa.array(data.group_ids[lo:hi][g_rows], pa.string()),
+        "source_a": pa.array(np.asarray(data.sources, dtype=object)[a_idx[p_cols]], pa.string()),
+        "source_b": pa.array(np.asarray(data.sources, dtype=object)[b_idx[p_cols]], pa.string()),
         "pairs": pa.array(pairs[g_rows, p_cols], pa.int32()),
         "tau": pa.array(tau[g_rows, p_cols], pa.float64())})
