@@ -1,0 +1,120 @@
+"""The loop end to end (real vLLM, real judging, real training), killed mid-round and
+resumed; the over-optimisation flag; scheduled deployments as Prefect sees them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import polars as pl
+import pytest
+
+from pipeline.report import write_report
+from tests.conftest import small_overrides
+from trainers.evaluate import METRICS, overoptimised, read_evals
+
+
+def _argv(workdir, model_dir, rm_dir):
+    overrides = small_overrides(model_dir, **{
+        "task.n_heldout_prompts": 8, "loop.eval_k": 2, "loop.rounds": 2,
+        "loop.stop_on_overoptimisation": False, "loop.annotator_fraction": 0.5,
+        "loop.annotator_cycles": 0.5, "train.epochs": 1,
+        "judging.sources": '["verifier", "reward_model"]',
+        "judging.reward_models": f'["{rm_dir}"]'})
+    argv = [sys.executable, "-m", "flows.cli", "iterate", "--workdir", str(workdir)]
+    for key, value in overrides.items():
+        if isinstance(value, bool):
+            literal = str(value).lower()  # TOML booleans
+        elif isinstance(value, str) and not value.startswith("["):
+            literal = repr(value)
+        else:
+            literal = str(value)
+        argv += ["--set", f"{key}={literal}"]
+    return argv
+
+
+@pytest.mark.slow
+def test_loop_killed_between_stages_resumes_and_finishes(tmp_path, demo_model_dir,
+                                                         demo_rm_dir):
+    argv = _argv(tmp_path, demo_model_dir, demo_rm_dir)
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / ".prefect")}
+    marker = tmp_path / "rounds" / "r000" / "_stages" / "judge.json"
+    proc = subprocess.Popen(argv, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while time.time() < deadline and not marker.exists():
+        assert proc.poll() is None, "the loop ended before it could be killed"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "rounds" / "r000" / "_stages" / "train.json").exists()
+    candidates = sorted((tmp_path / "rounds" / "r000" / "candidates").glob("*.parquet"))
+    before = {p: p.stat().st_mtime_ns for p in candidates}
+    eval_before = (tmp_path / "rounds" / "r000" / "evals.parquet").stat().st_mtime_ns
+
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # Finished work was not redone.
+    assert {p: p.stat().st_mtime_ns for p in candidates} == before
+    assert (tmp_path / "rounds" / "r000" / "evals.parquet").stat().st_mtime_ns == eval_before
+    for r in (0, 1):
+        for stage in ("evaluate", "generate", "judge", "annotate", "rank", "train"):
+            assert (tmp_path / "rounds" / f"r{r:03d}" / "_stages" / f"{stage}.json").exists()
+    assert (tmp_path / "rounds" / "r002" / "_stages" / "evaluate.json").exists()
+    for r in (1, 2):
+        assert (tmp_path / "models" / f"policy-r{r:03d}" / "config.json").exists()
+    evals = read_evals(tmp_path)
+    assert sorted(evals) == [0, 1, 2]
+    assert all(set(METRICS) == set(m) for m in evals.values())
+    assert evals[0]["kl_to_base"] == 0.0 and evals[2]["kl_to_base"] != 0.0
+    assert 0 <= evals[2]["gold_score"] <= 1 and 0 <= evals[2]["hack_rate"] <= 1
+    # Humans (simulated) went through the import path, with their planted cycles found.
+    cycles = pl.read_parquet(tmp_path / "rounds" / "r000" / "cycles" / "consensus.parquet")
+    assert "human:sim-cyclic" in set(cycles["source"])
+    for name in ("summary.md", "gold_vs_training_reward.png", "kl_and_hacking.png"):
+        assert (tmp_path / "report" / name).stat().st_size > 0
+    assert "held-out evaluation by round" in done.stdout
+
+
+def test_overoptimisation_flag_on_constructed_cases(tmp_path):
+    prev = {"train_reward": 1.0, "gold_score": 0.80}
+    assert overoptimised(prev, {"train_reward": 1.5, "gold_score": 0.70})
+    assert not overoptimised(prev, {"train_reward": 1.5, "gold_score": 0.85})  # both up
+    assert not overoptimised(prev, {"train_reward": 0.5, "gold_score": 0.70})  # both down
+    assert not overoptimised(prev, {"train_reward": 1.5, "gold_score": 0.79}, tolerance=0.02)
+    assert not overoptimised(None, {"train_reward": 9.0, "gold_score": 0.0})
+    evals = {0: {"gold_score": 0.8, "train_reward": 1.0, "overoptimised": 0.0},
+             1: {"gold_score": 0.7, "train_reward": 1.5, "overoptimised": 1.0}}
+    summary = write_report(tmp_path, evals, ["round 1 flagged"]).read_text()
+    assert "OVER-OPTIMISED" in summary and "round 1 flagged" in summary
+    assert (tmp_path / "report" / "gold_vs_training_reward.png").stat().st_size > 0
+
+
+def test_serve_registers_scheduled_deployments(tmp_path, prefect_harness):
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    from flows.serve import build_deployments, register
+    from pipeline.config import load_config
+
+    cfg = load_config(overrides={"schedule.generate_cron": "15 1 * * *",
+                                 "schedule.judge_cron": "45 2 * * 1-5",
+                                 "schedule.rank_cron": "", "schedule.iterate_cron": ""})
+    ids = register(build_deployments(cfg, tmp_path, None))
+    assert len(ids) == 2
+
+    async def read():
+        async with get_client() as client:
+            gen = await client.read_deployment_by_name("generate/nightly-generate")
+            judge = await client.read_deployment_by_name("judge/nightly-judge")
+            return gen, judge
+
+    gen, judge = asyncio.run(read())
+    assert [s.schedule.cron for s in gen.schedules] == ["15 1 * * *"]
+    assert [s.schedule.cron for s in judge.schedules] == ["45 2 * * 1-5"]
+    assert gen.parameters["round_"] == -1
+    assert gen.parameters["workdir"] == str(tmp_path.resolve())
