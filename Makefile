@@ -26,6 +26,8 @@ bench:
 	$(BIN)/python -m bench.generation
 	$(BIN)/python -m bench.trainer
 	$(BIN)/python -m bench.judging
+	$(BIN)/python -m bench.consensus
+	$(BIN)/python -m bench.seed_table
 
 clean:
 	rm -rf runs .pytest_cache

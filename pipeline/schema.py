@@ -171,10 +171,11 @@ QUARANTINE = Table(
 )
 
 EVALS = Table(
-    "evals", "Held-out evaluation of a round's policy.",
+    "evals", "Held-out evaluation of policy r (r trainings after the base), one row per metric.",
     (
         ROUND,
-        _c("metric", pa.string(), "gold_score, train_reward, kl_to_base, length, hack_rate"),
+        _c("metric", pa.string(), "gold_score, exact, train_reward, kl_to_base, length, "
+           "hack_rate, win_rate_vs_base, overoptimised (1 = flagged)"),
         _c("value", pa.float64(), "the metric's value"),
     ),
     key=("round", "metric"),
