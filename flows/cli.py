@@ -136,20 +136,14 @@ def _dispatch(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides)  # validate before any work, whatever the command
 
     if args.command == "build-demo-model":
-        from pipeline.demo_model import build_demo_model
+        from flows.demo import build_demo_models
 
-        out = cfg.policy_path(workdir)
         if cfg.policy.model != "demo":
             raise ConfigError("policy.model: build-demo-model builds the 'demo' policy; "
                               f"the config points at {cfg.policy.model}")
-        if (out / "config.json").exists() and not args.force:
-            print(f"demo policy already at {out} (use --force to rebuild)")
-            return 0
-        from pipeline.demo_reward_model import build_demo_reward_model
-
-        report = build_demo_model(cfg, out)
-        rm = build_demo_reward_model(cfg, out, workdir / "models" / "demo-rm")
-        print(json.dumps({"policy": report.__dict__, "reward_model": rm.__dict__}, indent=2))
+        built = build_demo_models(str(workdir), args.config, overrides, force=args.force)
+        print(json.dumps(built or {"kept": "both demo models exist (use --force to rebuild)"},
+                         indent=2))
         return 0
 
     if args.command == "generate":

@@ -13,14 +13,15 @@ from pipeline.demo_reward_model import build_demo_reward_model
 
 @flow(name="build-demo-models", validate_parameters=False)
 def build_demo_models(workdir: str, config_path: str | None = None,
-                      overrides: dict | None = None) -> dict:
-    """Build whatever is missing; an existing model is kept (delete it to rebuild)."""
+                      overrides: dict | None = None, force: bool = False) -> dict:
+    """Build whatever is missing (everything with ``force``); a rebuilt policy always gets
+    a rebuilt reward model, since the reward model is trained on the policy's samples."""
     cfg = load_config(config_path, overrides)
     policy = cfg.policy_path(Path(workdir))
     rm = Path(workdir) / "models" / "demo-rm"
     built = {}
-    if not (policy / "config.json").exists():
+    if force or not (policy / "config.json").exists():
         built["policy"] = build_demo_model(cfg, policy).__dict__
-    if not (rm / "config.json").exists():
+    if built or not (rm / "config.json").exists():
         built["reward_model"] = build_demo_reward_model(cfg, policy, rm).__dict__
     return built

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from pipeline.judging.injection import detect, escape
-from pipeline.judging.parsing import parse_pairwise, parse_ranking, parse_scores
+from pipeline.judging.parsing import parse_pairwise, parse_scores
 from pipeline.judging.prompts import listwise_prompt
 from pipeline.judging.views import position_of, to_canonical, to_shown, views_for
 
@@ -31,10 +31,7 @@ def test_parse_scores(text, error):
         assert not parsed.ok and parsed.values is None and error in parsed.error
 
 
-def test_parse_ranking_and_pairwise():
-    assert parse_ranking('{"ranking": [2, 3, 1]}', 3).values == [2.0, 0.0, 1.0]
-    assert not parse_ranking('{"ranking": [2, 2, 1]}', 3).ok
-    assert not parse_ranking('{"ranking": [1, 2]}', 3).ok
+def test_parse_pairwise():
     assert parse_pairwise('{"better": "A"}').values == [1.0]
     assert parse_pairwise('{"better": "b"}').values == [0.0]
     assert parse_pairwise('{"better": "tie"}').values == [0.5]

@@ -59,23 +59,6 @@ def parse_scores(text: str, k: int, low: float, high: float) -> Parsed:
     return Parsed(True, [float(s) for s in scores])
 
 
-def parse_ranking(text: str, k: int) -> Parsed:
-    """``{"ranking": [ids best first]}`` with ids 1..k as shown; returns each shown
-    position's rank (0 = best). Must be a permutation: no ties, repeats or gaps."""
-    obj = _first_json_object(text or "")
-    if obj is None:
-        return _fail(text, "no complete JSON object (prose or truncated JSON)")
-    ranking = obj.get("ranking")
-    if not isinstance(ranking, list) or not all(isinstance(x, int) for x in ranking):
-        return _fail(text, "JSON has no 'ranking' list of integers")
-    if sorted(ranking) != list(range(1, k + 1)):
-        return _fail(text, f"ranking {ranking} is not a permutation of 1..{k}")
-    ranks = [0.0] * k
-    for rank, shown_id in enumerate(ranking):
-        ranks[shown_id - 1] = float(rank)
-    return Parsed(True, ranks)
-
-
 def parse_pairwise(text: str) -> Parsed:
     """``{"better": "A"}`` / ``"B"`` / ``"tie"``: value 1.0 if the first shown wins,
     0.0 if the second, 0.5 for a tie."""
