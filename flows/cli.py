@@ -219,6 +219,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         serve(deployments)
         return 0
 
+    if args.command == "db":
+        print(json.dumps(_rebuild(workdir), indent=2))
+        return 0
+
+    if args.command == "audit":
+        return _audit(workdir, args)
+
     if args.command == "schema":
         from pipeline.schema import describe
 
