@@ -11,7 +11,6 @@ import tomllib
 from pathlib import Path
 
 from pipeline.config import ConfigError, load_config
-from pipeline.humans import ImportFileError
 
 DEFAULT_WORKDIR = "runs/demo"
 
@@ -124,7 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     try:
         return _dispatch(args)
-    except (ConfigError, KeyError, FileNotFoundError, ImportFileError) as err:
+    # ValueError covers ConfigError, SchemaError and ImportFileError: problems with the
+    # user's input whose message says what to fix. GRPO_DEBUG=1 shows the traceback.
+    except (ValueError, KeyError, FileNotFoundError) as err:
+        if os.environ.get("GRPO_DEBUG"):
+            raise
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"grpo {args.command}: error: {msg}", file=sys.stderr)
         return 2

@@ -39,8 +39,12 @@ class RankSummary:
 
 def read_round(workdir: Path, round_: int) -> tuple[pl.LazyFrame, pl.DataFrame]:
     rdir = round_dir(workdir, round_)
-    cands = pl.read_parquet(rdir / "candidates" / "*.parquet",
-                            columns=["round", "group_id", "candidate_id", "candidate_idx"])
+    shards = sorted((rdir / "candidates").glob("*.parquet"))
+    if not shards:
+        raise ValueError(f"round {round_} has no candidates in {rdir}; run `grpo generate` "
+                         "first")
+    cands = pl.read_parquet(shards, columns=["round", "group_id", "candidate_id",
+                                             "candidate_idx"])
     jfiles = sorted((rdir / "judgments").glob("*.parquet"))
     if not jfiles:
         raise ValueError(f"round {round_} has no judgments; run `grpo judge` first")
