@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 import torch
 
-from pipeline.store import TABLE_GLOBS
+from pipeline.store import TABLE_GLOBS, table_files
 from trainers.logprobs import GroupBatch
 
 
@@ -35,6 +35,9 @@ class RankedGroup:
 def load_ranked_groups(workdir: Path, rounds: list[int]) -> list[RankedGroup]:
     """Groups of the given rounds that have a ranking and a non-zero weight, by group id."""
     workdir = Path(workdir).resolve()
+    for table, stage in (("candidates", "generate"), ("rankings", "rank"), ("groups", "rank")):
+        if not table_files(workdir, table):
+            raise ValueError(f"{workdir} has no {table} yet; run `grpo {stage}` first")
     glob = {name: str(workdir / pattern) for name, pattern in TABLE_GLOBS.items()}
     con = duckdb.connect()
     rows = con.execute(f"""
