@@ -68,3 +68,14 @@ def test_cli_rejects_bad_config_with_exit_2(argv, message, tmp_path, capsys):
     # Nothing was started: no round directory, no catalog.
     assert not (tmp_path / "rounds").exists()
     assert not Path(tmp_path / "catalog.duckdb").exists()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["rank"], "has no candidates in"),
+    (["train", "--set", "policy.model='{model}'"], "has no candidates yet; run `grpo generate`"),
+])
+def test_stages_out_of_order_say_what_to_run(argv, message, tmp_path, capsys, prefect_harness,
+                                             demo_model_dir):
+    argv = [a.replace("{model}", str(demo_model_dir)) for a in argv]
+    assert main([*argv, "--workdir", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
