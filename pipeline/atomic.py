@@ -8,7 +8,10 @@ and ``sweep_temp_files`` removes what a killed writer left.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -58,6 +61,22 @@ def write_text_atomic(text: str, path: Path) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Fill the yielded ``TARGET.tmp`` directory; on success it replaces ``TARGET``.
+
+    A directory without the ``.tmp`` suffix is therefore always complete: a killed writer
+    leaves only the ``.tmp`` (cleared by the next attempt), never a half-saved model.
+    """
+    target = Path(target)
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    yield tmp
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
 
 
 def read_parquet_checked(path: Path, spec: Table) -> pa.Table:

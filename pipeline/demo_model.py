@@ -10,13 +10,13 @@ the same config and thread count gives the same weights.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from pipeline.atomic import atomic_dir
 from pipeline.config import Config
 from pipeline.progress import progress_bar
 from pipeline.tasks import get_task
@@ -148,21 +148,17 @@ def build_demo_model(cfg: Config, out_dir: Path, show_progress: bool = True) -> 
                 if exact >= d.stop_at_exact:
                     break
 
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
     report = DemoModelReport(
         path=str(out_dir), steps=step, seconds=round(time.perf_counter() - started, 1),
         heldout_exact=exact, heldout_gold=round(gold, 4),
         parameters=sum(p.numel() for p in model.parameters()),
     )
-    (tmp / "demo_model_report.json").write_text(json.dumps(asdict(report), indent=2))
-    # The directory appears complete or not at all: a killed build leaves only the .tmp.
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "demo_model_report.json").write_text(json.dumps(asdict(report), indent=2))
     return report

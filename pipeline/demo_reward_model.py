@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from pipeline.atomic import atomic_dir
 from pipeline.config import Config
 from pipeline.judging.reward_model import rm_inputs, rm_scores
 from pipeline.progress import progress_bar
@@ -60,16 +60,16 @@ def _sampled_pairs(policy, tokenizer, task, prompts, k: int, seed: int) -> list[
 
 def _accuracy(model, tokenizer, pairs) -> float:
     with torch.no_grad():
-        good = bad = 0
+        agree = total = 0
         for i in range(0, len(pairs), 128):
             chunk = pairs[i:i + 128]
             w = rm_scores(model, *rm_inputs(tokenizer, [p for p, _, _ in chunk],
                                                     [c for _, c, _ in chunk]))
             l_ = rm_scores(model, *rm_inputs(tokenizer, [p for p, _, _ in chunk],
                                                      [c for _, _, c in chunk]))
-            good += int((w > l_).sum())
-            bad += len(chunk)
-    return good / max(bad, 1)
+            agree += int((w > l_).sum())
+            total += len(chunk)
+    return agree / max(total, 1)
 
 
 def build_demo_reward_model(cfg: Config, policy_dir: Path, out_dir: Path, k: int = 4,
@@ -112,11 +112,8 @@ def build_demo_reward_model(cfg: Config, policy_dir: Path, out_dir: Path, k: int
     report = RewardModelReport(str(out_dir), len(train_pairs), len(held_pairs),
                                round(_accuracy(model, tokenizer, held_pairs), 4),
                                round(time.perf_counter() - started, 1))
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "reward_model_report.json").write_text(json.dumps(asdict(report), indent=2))
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "reward_model_report.json").write_text(json.dumps(asdict(report), indent=2))
     return report

@@ -37,6 +37,21 @@ def prefect_harness():
         yield
 
 
+def cli_set_args(overrides: dict) -> list[str]:
+    """``--set`` arguments for a ``grpo`` subprocess: values as TOML literals (booleans in
+    lower case, strings quoted, strings already holding a TOML array passed as they are)."""
+    args = []
+    for key, value in overrides.items():
+        if isinstance(value, bool):
+            literal = str(value).lower()
+        elif isinstance(value, str) and not value.startswith("["):
+            literal = repr(value)
+        else:
+            literal = str(value)
+        args += ["--set", f"{key}={literal}"]
+    return args
+
+
 def small_overrides(model_dir: Path, **extra) -> dict:
     """A quick generation config against the session's demo model."""
     base = {

@@ -14,7 +14,7 @@ import pytest
 from pipeline.catalog import connect_readonly, rebuild
 from pipeline.config import ConfigError
 from pipeline.store import round_dir, table_files
-from tests.conftest import small_overrides
+from tests.conftest import cli_set_args, small_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -71,9 +71,8 @@ def test_sigkill_mid_generation_then_resume(tmp_path, demo_model_dir):
     overrides = small_overrides(demo_model_dir, **{"task.n_train_prompts": 96,
                                                    "generation.shard_size": 3})
     n_shards = 32
-    argv = [sys.executable, "-m", "flows.cli", "generate", "--workdir", str(tmp_path)]
-    for key, value in overrides.items():
-        argv += ["--set", f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}"]
+    argv = [sys.executable, "-m", "flows.cli", "generate", "--workdir", str(tmp_path),
+            *cli_set_args(overrides)]
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / ".prefect")}
     shard_dir = round_dir(tmp_path, 0) / "candidates"
 

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from pipeline.report import write_report
-from tests.conftest import small_overrides
+from tests.conftest import cli_set_args, small_overrides
 from trainers.evaluate import METRICS, overoptimised, read_evals
 
 
@@ -24,16 +24,8 @@ def _argv(workdir, model_dir, rm_dir):
         "loop.annotator_cycles": 0.5, "train.epochs": 1,
         "judging.sources": '["verifier", "reward_model"]',
         "judging.reward_models": f'["{rm_dir}"]'})
-    argv = [sys.executable, "-m", "flows.cli", "iterate", "--workdir", str(workdir)]
-    for key, value in overrides.items():
-        if isinstance(value, bool):
-            literal = str(value).lower()  # TOML booleans
-        elif isinstance(value, str) and not value.startswith("["):
-            literal = repr(value)
-        else:
-            literal = str(value)
-        argv += ["--set", f"{key}={literal}"]
-    return argv
+    return [sys.executable, "-m", "flows.cli", "iterate", "--workdir", str(workdir),
+            *cli_set_args(overrides)]
 
 
 @pytest.mark.slow

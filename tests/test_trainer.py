@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from pipeline.config import LOSS_NAMES, load_config
-from tests.conftest import copy_store, small_overrides
+from tests.conftest import cli_set_args, copy_store, small_overrides
 from trainers.data import (
     collate,
     from_hf_dataset,
@@ -93,11 +93,8 @@ def test_hf_dataset_round_trip(ranked_store):
 def _train_argv(workdir, demo_model_dir, output):
     overrides = small_overrides(demo_model_dir, **{
         "train.epochs": 30, "train.groups_per_batch": 2, "train.checkpoint_every": 10})
-    argv = [sys.executable, "-m", "flows.cli", "train", "--workdir", str(workdir),
-            "--output", str(output)]
-    for key, value in overrides.items():
-        argv += ["--set", f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}"]
-    return argv
+    return [sys.executable, "-m", "flows.cli", "train", "--workdir", str(workdir),
+            "--output", str(output), *cli_set_args(overrides)]
 
 
 def _metrics(output):

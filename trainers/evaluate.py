@@ -30,8 +30,8 @@ from pipeline.judging.reward_model import RewardModelScorer
 from pipeline.schema import CANDIDATES, EVALS
 from pipeline.store import round_dir
 from pipeline.tasks import get_task
-from trainers.data import TokenizedGroup, collate
-from trainers.logprobs import group_logps
+from trainers.data import RankedGroup, tokenize_groups
+from trainers.reference import group_logps_by_candidate
 
 METRICS = ("gold_score", "exact", "train_reward", "kl_to_base", "length", "hack_rate",
            "win_rate_vs_base", "overoptimised")
@@ -56,26 +56,24 @@ def sample_heldout(sampler, cfg: Config, workdir: Path, round_: int) -> pa.Table
     return table
 
 
-@torch.no_grad()
-def _logps(model_dir: Path, prompts: list[str], rows: list[dict], k: int) -> np.ndarray:
-    """Summed log-probs of each sample as generated, EOS included where it stopped (the
-    stop is part of what the policy sampled)."""
+def _logps(model_dir: Path, groups: list[RankedGroup], rows: list[dict]) -> np.ndarray:
+    """Summed log-probs of each sample as generated, in ``rows`` order; tokenised as
+    training does (EOS included where the sample stopped: stopping is part of it)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    eos = tok.eos_token_id
-    seqs = [list(r["token_ids"]) + ([eos] if r["finish_reason"] == "stop" else []) or [eos]
-            for r in rows]
-    out = []
-    for start in range(0, len(prompts), 32):
-        groups = [TokenizedGroup(tok(p)["input_ids"], seqs[(start + n) * k:(start + n + 1) * k],
-                                 [0] * k, 1.0, [""] * k)
-                  for n, p in enumerate(prompts[start:start + 32])]
-        batch, _, _ = collate(groups, tok.pad_token_id if tok.pad_token_id is not None
-                              else tok.eos_token_id)
-        out.append(group_logps(model, batch).numpy())
-    return np.concatenate(out).reshape(-1)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    by_id = group_logps_by_candidate(model, tokenize_groups(groups, tok), pad, 32, 1 << 20)
+    return np.array([by_id[r["candidate_id"]] for r in rows])
+
+
+def _as_groups(rows: list[dict], prompts: dict[str, str], k: int) -> list[RankedGroup]:
+    return [RankedGroup(g[0]["group_id"], prompts[g[0]["prompt_id"]],
+                        [r["candidate_id"] for r in g], [r["text"] for r in g],
+                        [list(r["token_ids"]) for r in g],
+                        [r["finish_reason"] == "stop" for r in g], [0] * k, 1.0)
+            for g in (rows[i:i + k] for i in range(0, len(rows), k))]
 
 
 def evaluate_round(cfg: Config, workdir: Path, round_: int, samples: pa.Table,
@@ -86,17 +84,15 @@ def evaluate_round(cfg: Config, workdir: Path, round_: int, samples: pa.Table,
     _, heldout = round_prompts(cfg, 0)
     ref = {p.prompt_id: p for p in heldout}
     rows = sorted(samples.to_pylist(), key=lambda r: (r["prompt_id"], r["candidate_idx"]))
-    prompt_ids = [r["prompt_id"] for r in rows[::k]]
     gold = np.array([task.gold_score(ref[r["prompt_id"]].reference, r["text"]) for r in rows])
-    prompts = [ref[p].prompt for p in prompt_ids]
     texts = [r["text"] for r in rows]
     rm_scores = np.mean([RewardModelScorer(path, name).score(
         [ref[r["prompt_id"]].prompt for r in rows], texts) for name, path in reward_models],
         axis=0) if reward_models else np.full(len(rows), np.nan)
     kl = 0.0
     if Path(policy_dir).resolve() != Path(base_dir).resolve():
-        kl = float(np.mean(_logps(policy_dir, prompts, rows, k)
-                           - _logps(base_dir, prompts, rows, k)))
+        groups = _as_groups(rows, {p.prompt_id: p.prompt for p in heldout}, k)
+        kl = float(np.mean(_logps(policy_dir, groups, rows) - _logps(base_dir, groups, rows)))
     g = gold.reshape(-1, k)
     r = rm_scores.reshape(-1, k)
     favourite = np.nanargmax(np.nan_to_num(r, nan=-np.inf), axis=1) if reward_models else None

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.atomic import write_text_atomic
+from pipeline.atomic import atomic_dir, write_text_atomic
 from pipeline.config import Config
 from pipeline.progress import progress_bar
 from trainers.data import (
@@ -40,7 +40,7 @@ from trainers.data import (
     tokenize_groups,
 )
 from trainers.losses import LossType, groupwise_loss, ranking_accuracy
-from trainers.reference import cached_reference_logps, compute_reference_logps
+from trainers.reference import cached_reference_logps, group_logps_by_candidate
 
 CKPT_PREFIX = "step-"
 
@@ -116,8 +116,8 @@ def train(cfg: Config, workdir: Path, rounds: list[int], policy_dir: Path, ref_d
     if not t.reference_free:
         def compute() -> dict[str, float]:
             ref_model = AutoModelForCausalLM.from_pretrained(ref_dir, dtype=torch.float32)
-            values = compute_reference_logps(ref_model, groups, pad_id, t.groups_per_batch,
-                                             t.max_batch_tokens)
+            values = group_logps_by_candidate(ref_model, groups, pad_id, t.groups_per_batch,
+                                              t.max_batch_tokens)
             del ref_model
             return values
 
@@ -232,13 +232,10 @@ def _metrics(step, epoch, loss, rewards, ranks, logps, ref, beta, sched) -> dict
 def _save_checkpoint(accelerator, ckpt_dir: Path, step: int, epoch: int, next_batch: int,
                      keep: int) -> None:
     """Write into ``step-N.tmp``, then rename: a directory without .tmp is complete."""
-    final = ckpt_dir / f"{CKPT_PREFIX}{step:07d}"
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.save_state(str(tmp))
-    write_text_atomic(json.dumps({"epoch": epoch, "batch": next_batch, "step": step}),
-                      tmp / "position.json")
-    tmp.rename(final)
+    with atomic_dir(ckpt_dir / f"{CKPT_PREFIX}{step:07d}") as tmp:
+        accelerator.save_state(str(tmp))
+        write_text_atomic(json.dumps({"epoch": epoch, "batch": next_batch, "step": step}),
+                          tmp / "position.json")
     complete = sorted(p for p in ckpt_dir.glob(f"{CKPT_PREFIX}*") if not p.name.endswith(".tmp"))
     for old in complete[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
@@ -252,10 +249,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 
 def _save_model(model, tokenizer, output_dir: Path, cfg: Config) -> None:
-    tmp = output_dir.with_name(output_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "train.config.toml").write_text(cfg.to_toml())
-    shutil.rmtree(output_dir, ignore_errors=True)
-    tmp.rename(output_dir)
+    with atomic_dir(output_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "train.config.toml").write_text(cfg.to_toml())

@@ -11,14 +11,19 @@ import hashlib
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
-from pipeline.atomic import TMP_MARK
+from pipeline.atomic import TMP_MARK, read_parquet_checked, write_parquet_atomic
+from pipeline.schema import Column, Table
 from trainers.data import TokenizedGroup, collate, plan_batches
 from trainers.logprobs import group_logps
 
-CACHE_SCHEMA = pa.schema([("candidate_id", pa.string()), ("ref_logp", pa.float64())])
+REF_CACHE = Table(
+    "ref_logps", "Reference-model log-probs of each candidate, keyed by model and data hash.",
+    (Column("candidate_id", pa.string(), "the candidate"),
+     Column("ref_logp", pa.float64(), "summed log-prob of its completion under the reference")),
+    key=("candidate_id",),
+)
 _SAMPLE = 1 << 20
 
 
@@ -42,8 +47,10 @@ def model_fingerprint(model_dir: Path) -> str:
 
 
 @torch.no_grad()
-def compute_reference_logps(model, groups: list[TokenizedGroup], pad_id: int,
-                            groups_per_batch: int, max_tokens: int) -> dict[str, float]:
+def group_logps_by_candidate(model, groups: list[TokenizedGroup], pad_id: int,
+                             groups_per_batch: int, max_tokens: int) -> dict[str, float]:
+    """Summed completion log-probs under ``model`` (prompt once per group), by candidate id:
+    the reference pass of training, and the policy/base passes of evaluation."""
     model.eval()
     out: dict[str, float] = {}
     for idx in plan_batches(groups, list(range(len(groups))), groups_per_batch, max_tokens):
@@ -60,14 +67,11 @@ def cached_reference_logps(cache_dir: Path, ref_dir: Path, data_fingerprint: str
     """(logps by candidate id, cache path, hit?) ; ``compute()`` runs only on a miss."""
     path = Path(cache_dir) / f"ref_logps-{model_fingerprint(ref_dir)}-{data_fingerprint}.parquet"
     if path.exists():
-        t = pq.read_table(path)
+        t = read_parquet_checked(path, REF_CACHE)
         return dict(zip(t.column("candidate_id").to_pylist(),
                         t.column("ref_logp").to_pylist(), strict=True)), path, True
     values = compute()
     table = pa.table({"candidate_id": list(values), "ref_logp": list(values.values())},
-                     schema=CACHE_SCHEMA)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f"{TMP_MARK}{id(values)}")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+                     schema=REF_CACHE.arrow_schema)
+    write_parquet_atomic(table, path, REF_CACHE)
     return values, path, False
