@@ -48,7 +48,7 @@ def main() -> None:
     args = ap.parse_args()
     wd = Path(args.workdir)
     if not candidate_shards(wd, 0):
-        for cmd in (["build-demo-model"], ["generate", "--set", "task.n_train_prompts=64"]):
+        for cmd in (["build-demo-model"], ["generate", "--set", "prompts.n_train_per_round=64"]):
             subprocess.run([sys.executable, "-m", "flows.cli", *cmd, "--workdir", str(wd)],
                            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     groups = [g for s in candidate_shards(wd, 0) for g in read_shard_groups(wd, 0, s)]

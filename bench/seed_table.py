@@ -38,7 +38,7 @@ def run(workdir: Path, models: Path, loss: str, k: int, seed: int, rounds: int,
         for name in ("demo-policy", "demo-rm"):
             shutil.copytree(models / name, workdir / "models" / name)
         sets = {"train.loss": f'"{loss}"', "generation.k": k, "generation.seed": 1000 + seed,
-                "train.seed": seed, "task.n_train_prompts": prompts, "loop.rounds": rounds,
+                "train.seed": seed, "prompts.n_train_per_round": prompts, "loop.rounds": rounds,
                 "loop.stop_on_overoptimisation": "false", "loop.simulated_annotator": "false",
                 "judging.sources": '["reward_model"]', "rank.weights": '["rm:*=1"]'}
         argv = [sys.executable, "-m", "flows.cli", "iterate", "--workdir", str(workdir)]

@@ -1,5 +1,6 @@
-"""`grpo`: the command line. Each subcommand parses arguments, builds a config and calls
-one flow or library function; nothing else lives here."""
+"""`grpo`: the command line. Each subcommand parses arguments, builds a config, checks every
+path and round it will need (before Prefect or an engine starts), and calls one flow or
+library function; nothing else lives here."""
 
 from __future__ import annotations
 
@@ -39,19 +40,30 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="override one config field; repeatable")
 
 
+def _round(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--round", type=int, default=None, help=f"round (default: {default})")
+
+
+def _prompts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prompts", default=None, metavar="PATH",
+                   help="prompts file, glob or save_to_disk directory (sets prompts.path)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="grpo", description="Group-relative preference data: generate, judge, rank, "
                                  "audit and train on ranked groups.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("build-demo-model", help="train the embedded tiny policy on the demo task")
+    p = sub.add_parser("build-demo-model", help="build the embedded demo: its prompts file, "
+                                                "tiny policy, reward model and judge")
     _common(p)
-    p.add_argument("--force", action="store_true", help="rebuild even if it exists")
+    p.add_argument("--force", action="store_true", help="rebuild even if they exist")
 
     p = sub.add_parser("generate", help="sample k candidates per prompt with vLLM (Prefect flow)")
     _common(p)
-    p.add_argument("--round", type=int, default=0, help="round to generate (default 0)")
+    _round(p, "the first round not fully generated")
+    _prompts(p)
 
     p = sub.add_parser("db", help="catalog maintenance")
     _common(p)
@@ -67,18 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("judge", help="judge a round with the verifier, reward models and the "
                                      "LLM judge (Prefect flow)")
     _common(p)
-    p.add_argument("--round", type=int, default=0)
+    _round(p, "the newest fully generated round")
     p.add_argument("--sources", default=None,
                    help="comma-separated subset of judging.sources (verifier,reward_model,llm)")
 
     p = sub.add_parser("rank", help="merge every source into consensus rankings; find cycles "
                                     "and disagreement (Prefect flow)")
     _common(p)
-    p.add_argument("--round", type=int, default=0)
+    _round(p, "the newest fully judged round")
 
     p = sub.add_parser("export-annotation", help="write groups for human annotators (CSV, JSONL)")
     _common(p)
-    p.add_argument("--round", type=int, default=0)
+    _round(p, "the newest round with candidates")
     p.add_argument("--out", type=Path, default=None, help="folder (default WORKDIR/annotation)")
     p.add_argument("--groups", type=int, default=None, help="at most this many groups")
 
@@ -89,22 +101,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="groupwise preference training on ranked rounds "
                                      "(Prefect flow)")
     _common(p)
-    p.add_argument("--rounds", default="0", help="comma-separated rounds to train on")
+    p.add_argument("--rounds", default=None,
+                   help="comma-separated rounds to train on (default: the newest ranked round)")
     p.add_argument("--output", default=None, help="model directory to write "
                                                   "(default WORKDIR/models/policy-rNNN)")
-    p.add_argument("--reference", default=None, help="reference model (default: the policy)")
+    p.add_argument("--reference", default=None, help="reference model (default: the policy "
+                                                     "that generated the rounds)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the last complete checkpoint")
+    p.add_argument("--force", action="store_true", help="replace an existing output model")
 
     p = sub.add_parser("iterate", help="rounds of generate, judge, rank, train, evaluate "
                                        "(Prefect flow; resumes after a crash)")
     _common(p)
     p.add_argument("--rounds", type=int, default=None, help="rounds (default loop.rounds)")
+    _prompts(p)
 
     p = sub.add_parser("demo", help="the embedded default end to end: build the demo models "
                                     "if missing, then iterate")
     _common(p)
     p.add_argument("--rounds", type=int, default=None, help="rounds (default loop.rounds)")
+    _prompts(p)
 
     p = sub.add_parser("serve", help="register the flows as scheduled Prefect deployments "
                                      "and serve them")
@@ -114,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("schema", help="print the ranked-group dataset schema")
     _common(p)
+    p = sub.add_parser("config-schema", help="print the config's JSON Schema (every field, "
+                                             "its type, default and help)")
+    _common(p)
     return parser
 
 
@@ -121,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Telemetry writes race the temporary server's SQLite database ("database is locked").
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Logs go to stderr, so that stdout holds only the command's JSON result.
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     try:
         return _dispatch(args)
     # ValueError covers ConfigError, SchemaError and ImportFileError: problems with the
@@ -133,108 +155,153 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _print(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def _say(command: str, text: str) -> None:
+    print(f"grpo {command}: {text}", file=sys.stderr)
+
+
 def _dispatch(args: argparse.Namespace) -> int:
+    from pipeline import resolve, rounds
+
     workdir = Path(args.workdir)
     overrides = _parse_set(args.set)
+    if getattr(args, "prompts", None):
+        overrides["prompts.path"] = args.prompts
+    if getattr(args, "sources", None):
+        overrides["judging.sources"] = args.sources.split(",")
     cfg = load_config(args.config, overrides)  # validate before any work, whatever the command
+    cmd = args.command
 
-    if args.command == "build-demo-model":
+    if cmd == "build-demo-model":
         from flows.demo import build_demo_models
 
         if cfg.policy.model != "demo":
             raise ConfigError("policy.model: build-demo-model builds the 'demo' policy; "
                               f"the config points at {cfg.policy.model}")
         built = build_demo_models(str(workdir), args.config, overrides, force=args.force)
-        print(json.dumps(built or {"kept": "both demo models exist (use --force to rebuild)"},
-                         indent=2))
+        _print(built or {"kept": "the demo models exist (use --force to rebuild)"})
         return 0
 
-    if args.command == "generate":
+    if cmd == "generate":
         from flows.generate import generation_flow
 
-        cfg.require_policy(workdir)
-        summary = generation_flow(str(workdir), args.config, args.round, overrides)
+        resolve.preflight(cfg, workdir, policy=True, prompts=True)
+        round_ = args.round if args.round is not None else rounds.next_round_to_generate(workdir)
+        _say(cmd, f"round {round_}")
+        summary = generation_flow(str(workdir), args.config, round_, overrides)
         summary.pop("shard_results")
-        print(json.dumps(summary, indent=2))
+        _print(summary)
         return 0
 
-    if args.command == "judge":
+    if cmd == "judge":
         from flows.judge import judge_flow
 
-        if args.sources:
-            overrides["judging.sources"] = args.sources.split(",")
-            load_config(args.config, overrides)  # validate the subset before any work
-        print(json.dumps(judge_flow(str(workdir), args.config, args.round, overrides),
-                         indent=2))
+        resolve.preflight(cfg, workdir, judges=True)
+        round_ = args.round if args.round is not None else \
+            rounds.newest_round(workdir, "generate", "judge", "is fully generated")
+        _require_round(workdir, round_, "generate")
+        _say(cmd, f"round {round_}")
+        _print(judge_flow(str(workdir), args.config, round_, overrides))
         return 0
 
-    if args.command == "rank":
+    if cmd == "rank":
         from flows.rank import rank_flow
+        from pipeline.rank_inputs import rank_inputs
 
-        print(json.dumps(rank_flow(str(workdir), args.config, args.round, overrides), indent=2))
+        round_ = args.round if args.round is not None else \
+            rounds.newest_round(workdir, "judge", "rank", "is fully judged")
+        rank_inputs(cfg, workdir, round_)  # every source complete, before Prefect starts
+        _say(cmd, f"round {round_}")
+        _print(rank_flow(str(workdir), args.config, round_, overrides))
         return 0
 
-    if args.command == "export-annotation":
+    if cmd == "export-annotation":
         from pipeline.humans import export_annotation
 
-        csv_path, jsonl_path = export_annotation(workdir, args.round,
+        round_ = args.round if args.round is not None else \
+            rounds.newest_round(workdir, "generate", cmd, "is fully generated")
+        _require_round(workdir, round_, "generate")
+        _say(cmd, f"round {round_}")
+        csv_path, jsonl_path = export_annotation(workdir, round_,
                                                  args.out or workdir / "annotation", args.groups)
-        print(json.dumps({"csv": str(csv_path), "jsonl": str(jsonl_path)}, indent=2))
+        _print({"round": round_, "csv": str(csv_path), "jsonl": str(jsonl_path)})
         return 0
 
-    if args.command == "import-human":
+    if cmd == "import-human":
         from pipeline.humans import import_human_file
 
+        if not args.file.is_file():
+            raise FileNotFoundError(f"no such file {args.file}")
         report = import_human_file(workdir, args.file)
-        print(json.dumps(report.__dict__ | {"catalog_rows": _rebuild(workdir)}, indent=2))
+        _print(report.__dict__ | {"catalog_rows": _rebuild(workdir)})
         return 0
 
-    if args.command == "train":
-        from flows.train import train_flow
+    if cmd == "train":
+        from flows.train import train_flow, training_policy
 
-        cfg.require_policy(workdir)
-        rounds = [int(r) for r in args.rounds.split(",")]
-        result = train_flow(str(workdir), args.config, rounds, overrides, args.output,
-                            args.reference, args.resume)
-        print(json.dumps(result, indent=2))
+        train_rounds = [int(r) for r in args.rounds.split(",")] if args.rounds else \
+            [rounds.newest_round(workdir, "rank", "train", "is ranked")]
+        training_policy(workdir, train_rounds)  # checked before Prefect starts
+        _say(cmd, f"round(s) {train_rounds}")
+        _print(train_flow(str(workdir), args.config, train_rounds, overrides, args.output,
+                          args.reference, args.resume, args.force))
         return 0
 
-    if args.command in ("iterate", "demo"):
+    if cmd in ("iterate", "demo"):
         from flows.iterate import iterate_flow
 
-        if args.command == "demo" and cfg.policy.model == "demo":
+        if cmd == "demo" and cfg.policy.model == "demo":
             from flows.demo import build_demo_models
 
             build_demo_models(str(workdir), args.config, overrides)
+        resolve.preflight(cfg, workdir, policy=True, prompts=True, judges=True)
         result = iterate_flow(str(workdir), args.config, overrides, args.rounds)
         _print_summary(result)
         return 0
 
-    if args.command == "serve":
+    if cmd == "serve":
         from flows.serve import build_deployments, register, serve
 
         deployments = build_deployments(cfg, workdir, args.config)
         if not deployments:
             raise ConfigError("schedule: every cron is empty; nothing to serve")
         if args.register_only:
-            print(json.dumps(register(deployments), indent=2))
+            _print(register(deployments))
             return 0
         serve(deployments)
         return 0
 
-    if args.command == "db":
-        print(json.dumps(_rebuild(workdir), indent=2))
+    if cmd == "db":
+        _print(_rebuild(workdir))
         return 0
 
-    if args.command == "audit":
+    if cmd == "audit":
         return _audit(workdir, args)
 
-    if args.command == "schema":
+    if cmd == "schema":
         from pipeline.schema import describe
 
         print(describe())
         return 0
-    raise AssertionError(args.command)
+
+    if cmd == "config-schema":
+        from pipeline.config import Config
+
+        _print(Config.model_json_schema())
+        return 0
+    raise AssertionError(cmd)
+
+
+def _require_round(workdir: Path, round_: int, stage: str) -> None:
+    from pipeline.rounds import stage_done
+
+    if not stage_done(workdir, round_, stage):
+        raise FileNotFoundError(f"round {round_} of {workdir} is not {stage}d yet (no "
+                                f"rounds/r{round_:03d}/_stages/{stage}.json); run `grpo {stage} "
+                                f"--round {round_}` first")
 
 
 def _print_summary(result: dict) -> None:
@@ -254,6 +321,9 @@ def _print_summary(result: dict) -> None:
 def _rebuild(workdir: Path) -> dict:
     from pipeline.catalog import rebuild
 
+    if not workdir.is_dir():
+        raise FileNotFoundError(f"no workdir {workdir}; run `grpo generate --workdir "
+                                f"{workdir}` first")
     return rebuild(workdir)
 
 
@@ -271,6 +341,9 @@ def _audit(workdir: Path, args: argparse.Namespace) -> int:
             t.add_row(q.name, q.summary)
         console.print(t)
         return 0
+    if not workdir.is_dir():
+        raise FileNotFoundError(f"no workdir {workdir}; run `grpo generate --workdir "
+                                f"{workdir}` first (or pass --workdir)")
     result = run_query(workdir, args.name)
     t = Table(*result.column_names, title=args.name)
     for row in result.to_pylist():

@@ -1,154 +1,135 @@
 """Prefect flow: judge a round with every configured source, one task per (shard, source).
 
-A judge endpoint that does not answer fails the flow before any work starts. The embedded
-judge (``llm_judge.base_url = "embedded"``) is vLLM's OpenAI server on 127.0.0.1, started
-once for the flow and stopped at its end.
+The recipe: resolve the sources (their models must exist: checked before anything starts),
+set aside judgments of changed judges, start the embedded judge server if asked, judge every
+shard with every source, and report each source's coverage. The stage is complete only when
+every source covers every group (scored or failed); a spent request cap leaves the rest
+pending for the next run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from pipeline.catalog import rebuild
-from pipeline.config import DEMO_POLICY, Config, ConfigError, load_config
+from pipeline.config import ConfigError, load_config
 from pipeline.judging import stage
-from pipeline.judging.llm import JudgeClient, LLMJudge, RequestBudget
+from pipeline.judging.naming import ensemble_members
 from pipeline.judging.reward_model import RewardModelScorer, combine_scores
-from pipeline.judging.server import vllm_server
+from pipeline.judging.sources import configured_sources, connect_llm_judge, judge_endpoint
 from pipeline.judging.verifier import VerifierJudge
 from pipeline.progress import progress_bar
-from pipeline.store import latest_round, round_dir
+from pipeline.rounds import mark_stage, newest_round, stage_done
+from pipeline.store import round_dir
 
 
 @task(name="judge-shard", cache_policy=NO_CACHE)
-def judge_local_task(workdir: Path, round_: int, shard: Path, source: str, judge):
-    return stage.judge_shard_at_once(workdir, round_, shard, source, judge)
+def judge_local_task(workdir: Path, round_: int, shard: Path, spec, judge):
+    return stage.judge_shard_at_once(workdir, round_, shard, spec.source, spec.fingerprint,
+                                     judge)
 
 
 @task(name="judge-shard-llm", cache_policy=NO_CACHE)
-def judge_llm_task(workdir: Path, round_: int, shard: Path, judge: LLMJudge, on_group=None):
-    return stage.judge_shard_journaled(workdir, round_, shard, judge.source, judge, on_group)
+def judge_llm_task(workdir: Path, round_: int, shard: Path, spec, judge, on_group=None):
+    return stage.judge_shard_journaled(workdir, round_, shard, spec.source, spec.fingerprint,
+                                       judge, on_group)
 
 
-def reward_model_dirs(cfg: Config, workdir: Path) -> list[tuple[str, Path]]:
-    out = []
-    for spec in cfg.judging.reward_models:
-        path = Path(workdir) / "models" / "demo-rm" if spec == "demo" else Path(spec).resolve()
-        if not (path / "config.json").is_file():
-            hint = ("run `grpo build-demo-model`" if spec == "demo"
-                    else "point judging.reward_models at sequence-classification model dirs")
-            raise ConfigError(f"judging.reward_models: no model at {path}; {hint}")
-        out.append(("demo" if spec == "demo" else path.name, path))
-    names = [name for name, _ in out]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"judging.reward_models: two models share a name ({names}); each "
-                          "names a source rm:NAME after its directory, so give them distinct "
-                          "directory names")
-    return out
-
-
-@contextlib.contextmanager
-def judge_endpoint(cfg: Config, workdir: Path):
-    """(base_url, model name) of the LLM judge; starts the embedded server if asked."""
-    q = cfg.llm_judge
-    if q.base_url != "embedded":
-        yield q.base_url, q.model
-        return
-    model_dir = cfg.policy_path(workdir) if q.model == DEMO_POLICY else Path(q.model)
-    if not (model_dir / "config.json").is_file():
-        raise ConfigError(f"llm_judge.model: no model directory at {model_dir} to serve")
-    log = Path(workdir) / "logs" / "judge-server.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with vllm_server(model_dir, "embedded-judge", q.port, log) as url:
-        yield url, "embedded-judge"
+def judge_round(workdir: Path, cfg, round_: int, show_progress: bool = True) -> dict:
+    """The body of the flow (the loop calls it inside its own flow run)."""
+    shards = stage.candidate_shards(workdir, round_)
+    if not shards:
+        raise ConfigError(f"round {round_}: no candidates in {round_dir(workdir, round_)}; "
+                          "run `grpo generate` first")
+    if not stage_done(workdir, round_, "generate"):
+        raise ConfigError(f"round {round_} is still being generated ({len(shards)} shards so "
+                          f"far); finish it with `grpo generate --round {round_}` first")
+    specs = configured_sources(cfg, workdir)
+    for spec in specs:
+        stage.retire_other_fingerprints(workdir, round_, spec.source, spec.fingerprint)
+    by_kind = {k: [s for s in specs if s.kind == k] for k in
+               ("verifier", "reward_model", "ensemble", "llm")}
+    llm_requests = None
+    with contextlib.ExitStack() as stack:
+        llm = None
+        if by_kind["llm"] and _llm_pending(workdir, round_, by_kind["llm"][0]):
+            url, model = stack.enter_context(judge_endpoint(cfg, workdir))
+            llm = connect_llm_judge(cfg, url, model)
+        for spec in by_kind["verifier"]:
+            judge = VerifierJudge(cfg.judging.verifier)
+            for shard in shards:
+                judge_local_task(workdir, round_, shard, spec, judge.judge)
+        if by_kind["reward_model"]:
+            _judge_with_reward_models(cfg, workdir, round_, shards, by_kind["reward_model"],
+                                      by_kind["ensemble"])
+        if llm is not None:
+            _judge_with_llm(workdir, round_, shards, by_kind["llm"][0], llm, show_progress)
+            llm_requests = llm.client.budget.used
+    cover = {s.source: stage.coverage(workdir, round_, s.source, s.fingerprint) for s in specs}
+    pending = {src: c.pending for src, c in cover.items() if c.pending}
+    return {"round": round_, "complete": not pending, "pending_groups": pending,
+            "sources": {src: {"groups": c.groups, "judged": c.done, "fingerprint":
+                              next(s.fingerprint for s in specs if s.source == src)}
+                        for src, c in cover.items()},
+            "llm_requests": llm_requests}
 
 
 @flow(name="judge", validate_parameters=False)
-def judge_flow(workdir: str, config_path: str | None = None, round_: int = 0,
+def judge_flow(workdir: str, config_path: str | None = None, round_: int | None = None,
                overrides: dict | None = None, show_progress: bool = True) -> dict:
+    """Judge ``round_`` (None: the newest fully generated round)."""
+    started = time.perf_counter()
     cfg = load_config(config_path, overrides)
     wd = Path(workdir)
-    round_ = latest_round(wd) if round_ < 0 else round_
-    shards = stage.candidate_shards(wd, round_)
-    if not shards:
-        raise ConfigError(f"round {round_}: no candidates in {round_dir(wd, round_)}; "
-                          "run `grpo generate` first")
-    sources = cfg.judging.sources
-    rms = reward_model_dirs(cfg, wd) if "reward_model" in sources else []
-    results: list[stage.ShardJudgeResult] = []
-    with contextlib.ExitStack() as stack:
-        llm = None
-        if "llm" in sources:
-            url, model = stack.enter_context(judge_endpoint(cfg, wd))
-            budget = RequestBudget(cfg.llm_judge.max_requests)
-            client = JudgeClient(cfg.llm_judge, url, model, budget)
-            try:
-                served = client.check_reachable()
-            except Exception as err:  # noqa: BLE001 - any failure here means "fix the URL"
-                raise ConfigError(f"llm_judge.base_url: {url} does not answer "
-                                  f"({type(err).__name__}: {err}); fix the URL or start "
-                                  "the server") from err
-            if model not in served:
-                raise ConfigError(f"llm_judge.model: {model!r} is not served at {url}; "
-                                  f"it serves {served}")
-            llm = LLMJudge(cfg.llm_judge, client, seed=cfg.generation.seed)
-        if "verifier" in sources:
-            judge = VerifierJudge(cfg.task.name)
-            results += [judge_local_task(wd, round_, s, judge.source, judge.judge)
-                        for s in shards]
-        if rms:
-            results += _judge_with_reward_models(cfg, wd, round_, shards, rms)
-        if llm is not None:
-            results += _judge_with_llm(wd, round_, shards, llm, show_progress)
-            budget_used = llm.client.budget.used
-    rows = rebuild(wd)
-    summary: dict = {"round": round_, "catalog_rows": rows, "sources": {}}
-    for r in results:
-        s = summary["sources"].setdefault(r.source, {"shards": 0, "complete": 0, "groups": 0,
-                                                     "groups_done": 0})
-        s["shards"] += 1
-        s["complete"] += r.complete
-        s["groups"] += r.groups
-        s["groups_done"] += r.groups_done
-    if "llm" in sources:
-        summary["llm_requests"] = budget_used
+    if round_ is None or round_ < 0:
+        round_ = newest_round(wd, "generate", "judge", "is fully generated")
+    summary = judge_round(wd, cfg, round_, show_progress)
+    if summary["complete"]:
+        mark_stage(wd, round_, "judge", {"sources": summary["sources"]}, started)
+    summary["catalog_rows"] = rebuild(wd)
     return summary
 
 
-def _judge_with_reward_models(cfg, wd, round_, shards, rms):
-    scorers = [RewardModelScorer(path, name, cfg.judging.batch_size) for name, path in rms]
-    how = cfg.judging.combine
-    results = []
+def _llm_pending(workdir: Path, round_: int, spec) -> bool:
+    return stage.coverage(workdir, round_, spec.source, spec.fingerprint).pending > 0
+
+
+def _judge_with_reward_models(cfg, wd, round_, shards, rm_specs, ensemble_specs):
+    j = cfg.judging
+    scorers: dict[str, RewardModelScorer] = {}
+
+    def scorer(spec) -> RewardModelScorer:  # loaded on first use: skipped shards cost nothing
+        if spec.source not in scorers:
+            scorers[spec.source] = RewardModelScorer(spec.model_dir, spec.source[3:],
+                                                     j.max_batch_tokens, j.max_length)
+        return scorers[spec.source]
+
+    members = [s for s in rm_specs if s.source in ensemble_members(cfg)]
     for shard in shards:
         scored: dict[str, list[dict]] = {}  # each model scores a shard once, ensemble included
 
-        def rows_of(scorer, groups, scored=scored):
-            if scorer.source not in scored:
-                scored[scorer.source] = scorer.judge(groups)
-            return scored[scorer.source]
+        def rows_of(spec, groups, scored=scored):
+            if spec.source not in scored:
+                scored[spec.source] = scorer(spec).judge(groups)
+            return scored[spec.source]
 
-        for scorer in scorers:
-            results.append(judge_local_task(wd, round_, shard, scorer.source,
-                                            lambda groups, s=scorer: rows_of(s, groups)))
-        if len(scorers) > 1:
-            results.append(judge_local_task(
-                wd, round_, shard, f"rm-ensemble:{how}",
-                lambda groups: combine_scores([rows_of(s, groups) for s in scorers], how)))
-    return results
+        for spec in rm_specs:
+            judge_local_task(wd, round_, shard, spec, lambda groups, s=spec: rows_of(s, groups))
+        for ens in ensemble_specs:
+            judge_local_task(wd, round_, shard, ens, lambda groups: combine_scores(
+                [rows_of(s, groups) for s in members], j.combine))
 
 
-def _judge_with_llm(wd, round_, shards, llm: LLMJudge, show_progress: bool):
-    results = []
+def _judge_with_llm(wd, round_, shards, spec, llm, show_progress: bool):
     with progress_bar(show_progress) as bar:
-        job = bar.add_task(f"round {round_}: {llm.source}", total=None)
+        job = bar.add_task(f"round {round_}: {spec.source}", total=None)
         for shard in shards:
-            res = judge_llm_task(wd, round_, shard, llm,
+            res = judge_llm_task(wd, round_, shard, spec, llm,
                                  on_group=lambda: bar.update(job, advance=1))
-            results.append(res)
             if not res.complete:  # the request cap is spent: the rest waits for a rerun
                 break
-    return results

@@ -19,19 +19,22 @@ from pipeline.config import Config
 
 
 def build_deployments(cfg: Config, workdir: Path, config_path: str | None) -> list:
-    """One deployment per scheduled flow; round -1 means "the next new round" for
-    generation and "the newest round" for judging and ranking."""
+    """One deployment per scheduled flow. Each continues from the newest state: generation
+    continues the first round not fully generated, with the newest trained policy; judging
+    takes the newest fully generated round, ranking the newest fully judged one; iterate
+    runs one new round past those finished."""
     wd = str(Path(workdir).resolve())
     cp = str(Path(config_path).resolve()) if config_path else None
     s = cfg.schedule
     plan = [
         (generation_flow, "nightly-generate", s.generate_cron,
-         {"workdir": wd, "config_path": cp, "round_": -1, "show_progress": False}),
+         {"workdir": wd, "config_path": cp, "round_": None, "show_progress": False}),
         (judge_flow, "nightly-judge", s.judge_cron,
-         {"workdir": wd, "config_path": cp, "round_": -1, "show_progress": False}),
-        (rank_flow, "nightly-rank", s.rank_cron, {"workdir": wd, "config_path": cp, "round_": -1}),
+         {"workdir": wd, "config_path": cp, "round_": None, "show_progress": False}),
+        (rank_flow, "nightly-rank", s.rank_cron,
+         {"workdir": wd, "config_path": cp, "round_": None}),
         (iterate_flow, "scheduled-iterate", s.iterate_cron,
-         {"workdir": wd, "config_path": cp, "rounds": 1}),
+         {"workdir": wd, "config_path": cp, "new_rounds": 1}),
     ]
     return [flow.to_deployment(name=name, schedules=[Cron(cron, timezone=s.timezone)],
                                parameters=params, tags=["grpo"])

@@ -30,11 +30,7 @@ def _commit(tmp: Path, path: Path) -> None:
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    _fsync_dir(path.parent)
 
 
 def write_parquet_atomic(table: pa.Table, path: Path, spec: Table) -> Path:
@@ -67,16 +63,61 @@ def write_text_atomic(text: str, path: Path) -> Path:
 def atomic_dir(target: Path) -> Iterator[Path]:
     """Fill the yielded ``TARGET.tmp`` directory; on success it replaces ``TARGET``.
 
-    A directory without the ``.tmp`` suffix is therefore always complete: a killed writer
-    leaves only the ``.tmp`` (cleared by the next attempt), never a half-saved model.
+    The new tree is fsynced, then swapped with the old one in one atomic step
+    (``renameat2(RENAME_EXCHANGE)`` on Linux), so a reader always finds a complete
+    directory at TARGET, old or new; the old tree is removed after. Where the exchange is
+    not available the old tree is first moved aside to ``TARGET.old`` (restored by the next
+    attempt if a crash lands between the two renames). A killed writer leaves only the
+    ``.tmp`` (cleared by the next attempt), never a half-saved model.
     """
     target = Path(target)
     tmp = target.with_name(target.name + ".tmp")
+    old = target.with_name(target.name + ".old")
+    if old.exists() and not target.exists():
+        os.replace(old, target)  # a crash between the fallback's two renames
     shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
     tmp.mkdir(parents=True)
     yield tmp
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    _fsync_tree(tmp)
+    if target.exists():
+        if _exchange(tmp, target):
+            shutil.rmtree(tmp, ignore_errors=True)  # now holds the old tree
+            _fsync_dir(target.parent)
+            return
+        os.replace(target, old)
+    os.replace(tmp, target)
+    _fsync_dir(target.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(dirpath, name), "rb") as fh:
+                os.fsync(fh.fileno())
+        _fsync_dir(Path(dirpath))
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False if unsupported."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def read_parquet_checked(path: Path, spec: Table) -> pa.Table:

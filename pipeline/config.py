@@ -1,152 +1,259 @@
 """Typed run configuration, loaded from TOML and validated before any work starts.
 
-Every field has a line of help. Unknown keys are errors (a typo must not silently fall back
-to a default), and every check names the field and says what to fix. The resolved config is
-written next to each run's output (see ``Config.to_toml``).
+Every section is a pydantic model: a field carries its type, its constraints and a line of
+help (``grpo config-schema`` prints them as JSON Schema). Unknown keys are errors (a typo must
+not silently fall back to a default), and every error names the field, the value it got and
+what to fix. The class defaults are generic; the embedded demo is ``data/demo.toml``, a config
+file like any user's. The resolved config is written next to each run's output.
+
+Checks that need the file system (does the model directory exist?) live in
+``pipeline.resolve``: a command resolves every path it will need before starting anything.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-DEMO_CONFIG = Path(__file__).resolve().parent.parent / "data" / "demo.toml"
-DEMO_POLICY = "demo"  # resolves to WORKDIR/models/demo-policy
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.resources import DEMO_CONFIG
+
+DEMO = "demo"  # a model or prompts value that resolves to what `grpo build-demo-model` builds
 
 
 class ConfigError(ValueError):
     """A configuration value is wrong; the message says which field and what to fix."""
 
 
-@dataclass
-class TaskConfig:
-    name: str = "sort_digits"  # a registered task (pipeline.tasks.registered_tasks())
-    n_train_prompts: int = 256  # prompts sampled each round for generation
-    n_heldout_prompts: int = 128  # prompts kept for evaluation, never trained on
-    seed: int = 0  # prompt generator seed
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-@dataclass
-class PolicyConfig:
-    model: str = DEMO_POLICY  # a Hugging Face causal-LM directory, or "demo"
-    dtype: str = "bfloat16"  # weights dtype for vLLM: bfloat16, float16 or float32
+class PromptsConfig(Section):
+    path: str = Field("", description=(
+        "your prompts: a .jsonl, .json, .csv or .parquet file, a glob of such files, or a "
+        "datasets.save_to_disk directory; 'demo' = the demo task's file that "
+        "`grpo build-demo-model` writes"))
+    column: str = Field("prompt", description=(
+        "column holding each prompt: a string (one user turn) or a list of "
+        "{role, content} messages ending with a user turn"))
+    id_column: str = Field("", description="column with stable prompt ids; empty = a hash of "
+                                          "the content")
+    reference_column: str = Field("", description="optional column a verifier compares against")
+    split_column: str = Field("", description="optional column with values train / heldout")
+    heldout_fraction: float = Field(0.1, ge=0, lt=1, description=(
+        "without split_column: share of prompts held out for evaluation, chosen "
+        "deterministically from the id"))
+    system_prompt: str = Field("", description="system message added to rows that have none")
+    max_prompt_tokens: int = Field(1024, ge=1, description=(
+        "a prompt longer than this after the chat template is quarantined, never truncated"))
+    n_train_per_round: int = Field(256, ge=1, description=(
+        "train prompts drawn per round; no prompt repeats until the dataset is used up"))
+    n_heldout: int = Field(128, ge=0, description="held-out prompts used for evaluation; 0 = all")
+    seed: int = Field(0, description="seed of the per-round draw")
 
 
-@dataclass
-class DemoModelConfig:
-    hidden_size: int = 128  # vLLM's CPU attention wants head_dim in {32, 64, 80, ...}
+class PolicyConfig(Section):
+    model: str = Field("", description="a Hugging Face causal-LM directory, or 'demo'")
+    dtype: Literal["bfloat16", "float16", "float32"] = Field(
+        "bfloat16", description="weights dtype for vLLM")
+    chat_template: str = Field("auto", description=(
+        "auto (the tokenizer's chat template when it has one), none (turn contents joined by "
+        "blank lines), or the path of a Jinja template file"))
+
+
+class DemoModelConfig(Section):
+    task: str = Field("sort_digits", description="built-in task the demo models are built for")
+    prompts_train: int = Field(4096, ge=1, description="train prompts in the demo prompts file")
+    prompts_heldout: int = Field(256, ge=1, description="held-out prompts in that file")
+    hidden_size: int = Field(128, description="vLLM's CPU attention wants head_dim in "
+                                              "{32, 64, 80, ...}")
     num_layers: int = 2
     num_heads: int = 4
     intermediate_size: int = 384
-    vocab_size: int = 320  # byte-level BPE: 256 bytes + merges + specials
+    vocab_size: int = Field(320, description="byte-level BPE: 256 bytes + merges + specials")
     batch_size: int = 64
     learning_rate: float = 3e-3
-    max_steps: int = 4000  # hard cap on supervised steps
-    eval_every: int = 50  # steps between held-out greedy evaluations
-    eval_prompts: int = 128  # held-out prompts used for the early-stopping check
-    stop_at_exact: float = 0.5  # stop once held-out exact match reaches this (keep it imperfect)
+    max_steps: int = Field(4000, description="hard cap on supervised steps")
+    eval_every: int = Field(50, description="steps between held-out greedy evaluations")
+    eval_prompts: int = Field(128, description="held-out prompts for the early-stopping check")
+    stop_at_exact: float = Field(0.5, gt=0, le=1, description=(
+        "stop once held-out exact match reaches this (keep the policy imperfect)"))
     seed: int = 0
     threads: int = 2
-    rm_prompts: int = 160  # demo reward model: prompts whose samples give its training pairs
-    rm_steps: int = 300  # held-out pair accuracy vs the verifier ~0.69: imperfect on purpose
+    rm_prompts: int = Field(160, description="demo reward model: prompts whose samples give "
+                                             "its training pairs")
+    rm_steps: int = Field(300, description="held-out pair accuracy vs the verifier ~0.69: "
+                                           "imperfect on purpose")
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> DemoModelConfig:
+        if self.hidden_size % self.num_heads:
+            raise ValueError("demo_model.hidden_size: must be divisible by demo_model.num_heads")
+        return self
 
 
-@dataclass
-class GenerationConfig:
-    k: int = 8  # candidates per prompt (group size)
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 16
-    seed: int = 1234  # per-prompt seeds derive from this, so reruns are identical
-    shard_size: int = 64  # prompts per shard: the unit of resumable work
-    max_num_seqs: int = 256  # vLLM batch limit
-    kv_cache_gib: float = 1.0  # VLLM_CPU_KVCACHE_SPACE on CPU
-    enforce_eager: bool = True  # skip torch.compile: faster engine start-up on CPU
+class GenerationConfig(Section):
+    k: int = Field(8, description="candidates per prompt (group size)")
+    temperature: float = Field(1.0, ge=0, description="0 = greedy")
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(16, ge=1)
+    seed: int = Field(1234, description="per-prompt seeds derive from this: reruns are identical")
+    shard_size: int = Field(64, ge=1, description=(
+        "prompts per shard, the unit of resumable work (part of a round's identity)"))
+    # Engine settings: they do not change what is sampled, so they are not part of the
+    # round's identity (raising memory after a crash resumes the round).
+    max_num_seqs: int = Field(256, ge=1, description="vLLM batch limit")
+    kv_cache_gib: float = Field(1.0, gt=0, description="VLLM_CPU_KVCACHE_SPACE on CPU")
+    enforce_eager: bool = Field(True, description="skip torch.compile: faster start-up on CPU")
+    tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallelism (GPUs)")
+    pipeline_parallel_size: int = Field(1, ge=1, description="vLLM pipeline parallelism")
+    data_parallel_size: int = Field(1, ge=1, description="vLLM data parallelism")
+    max_model_len: int = Field(0, ge=0, description="vLLM context length; 0 = the model's")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vLLM, on a GPU")
+
+    @field_validator("k")
+    @classmethod
+    def _k(cls, k: int) -> int:
+        if not 2 <= k <= 64:
+            raise ValueError(f"got {k}; a group needs at least 2 candidates to rank (2..64)")
+        return k
 
 
 JUDGE_SOURCES = ("verifier", "reward_model", "llm")
 
 
-@dataclass
-class JudgingConfig:
-    # Sources to run. In the demo the verifier is the held-out gold measure, not a training
-    # signal: rank.source picks what training sees.
-    sources: list[str] = field(default_factory=lambda: ["verifier", "reward_model", "llm"])
-    reward_models: list[str] = field(default_factory=lambda: ["demo"])  # dirs; demo = built here
-    combine: str = "mean"  # several reward models: mean, min, or disagreement (mean - std)
-    batch_size: int = 64  # candidates per reward-model forward pass
+class JudgingConfig(Section):
+    sources: list[Literal["verifier", "reward_model", "llm"]] = Field(
+        default_factory=lambda: ["reward_model"], description="judges to run")
+    verifier: str = Field("", description=(
+        "a built-in task (e.g. sort_digits) or 'pkg.module:function' (prompt row, completion) "
+        "-> score in [0, 1]; its source is verifier:NAME"))
+    reward_models: list[str] = Field(default_factory=list, description=(
+        "sequence-classification model directories ('demo' = the demo reward model); each is "
+        "a source rm:DIRNAME"))
+    combine: Literal["mean", "min", "disagreement"] = Field(
+        "mean", description="several reward models: mean, min, or mean - std of z-scores")
+    max_batch_tokens: int = Field(16384, ge=1, description="token positions per reward-model "
+                                                           "forward pass")
+    max_length: int = Field(0, ge=0, description=(
+        "reward-model input cap in tokens, cut from the start of the conversation; 0 = the "
+        "model's own limit"))
 
 
-@dataclass
-class LLMJudgeConfig:
-    base_url: str = "embedded"  # an OpenAI-compatible /v1 URL, or embedded (vLLM on 127.0.0.1)
-    model: str = "demo"  # model name at the endpoint; embedded: a model dir, demo = the policy
-    api: str = "completions"  # chat or completions (a model without a chat template)
-    api_key_env: str = "OPENAI_API_KEY"  # environment variable holding the key
-    mode: str = "listwise"  # listwise (one call scores the group) or pairwise (every pair)
-    views: int = 2  # presentation orders per group (pairwise: both orders of each pair)
+class LLMJudgeConfig(Section):
+    base_url: str = Field("", description="an OpenAI-compatible /v1 URL, or 'embedded' (vLLM's "
+                                          "server on 127.0.0.1 from llm_judge.model)")
+    model: str = Field("", description="model name at the endpoint; embedded: a model "
+                                       "directory, or 'demo' (the demo judge)")
+    api: Literal["chat", "completions"] = Field("chat", description=(
+        "chat, or completions for a model without a chat template"))
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable with the key")
+    mode: Literal["listwise", "pairwise"] = "listwise"
+    views: int = Field(2, description="presentation orders per group (pairwise: both orders)")
     score_low: float = 0.0
     score_high: float = 9.0
-    structured: str = "regex"  # regex or json_schema (vLLM constrained output), none
+    structured: Literal["regex", "json_schema", "none"] = Field(
+        "json_schema", description="constrained output (vLLM's regex or JSON schema), or none")
     temperature: float = 0.0
     max_tokens: int = 64
-    concurrency: int = 4  # requests in flight
-    max_requests: int = 100_000  # cap per run; the rest stays pending for the next run
-    max_attempts: int = 4  # per request, for 429, 5xx, timeouts and resets
-    timeout_s: float = 30.0  # per request
-    max_backoff_s: float = 30.0  # longest wait between attempts (Retry-After is honoured)
-    port: int = 0  # embedded server port; 0 = any free port
-    name: str = "judge"  # source name: llm:NAME
+    concurrency: int = Field(4, ge=1, description="requests in flight")
+    max_requests: int = Field(100_000, ge=0, description=(
+        "cap per run; unfinished groups stay pending for the next run"))
+    max_attempts: int = Field(4, ge=1, description="per request: 429, 5xx, timeouts, resets")
+    timeout_s: float = Field(30.0, gt=0, description="per request")
+    max_backoff_s: float = Field(30.0, ge=0, description="longest wait between attempts")
+    port: int = Field(0, description="embedded server port; 0 = any free port")
+    name: str = Field("judge", description="source name: llm:NAME")
+
+    @field_validator("views")
+    @classmethod
+    def _views(cls, v: int) -> int:
+        if v < 2:
+            raise ValueError(f"got {v}; every group is judged in at least two orders")
+        return v
+
+    @model_validator(mode="after")
+    def _scores(self) -> LLMJudgeConfig:
+        if self.score_low >= self.score_high:
+            raise ValueError("llm_judge.score_low: must be below score_high")
+        ints = float(self.score_low).is_integer() and float(self.score_high).is_integer()
+        if self.structured == "regex" and not (ints and 0 <= self.score_low
+                                               and self.score_high <= 9):
+            raise ValueError("llm_judge.structured: regex output needs integer scores within "
+                             "0..9; use json_schema for other ranges")
+        return self
 
 
-GROUP_POLICIES = ("keep", "downweight", "drop")
+GroupPolicy = Literal["keep", "downweight", "drop"]
 
 
-@dataclass
-class RankConfig:
-    # Source weights as GLOB=WEIGHT, first match wins. The demo's gold verifier gets 0: it is
-    # the held-out measure, so it is audited against the consensus but never shapes it.
-    weights: list[str] = field(default_factory=lambda: [
-        "verifier:*=0", "rm:*=1", "rm-ensemble:*=1", "llm:*=0.5", "human:*=2"])
-    default_weight: float = 1.0  # sources no pattern matches
-    estimate_weights_from: str = ""  # GLOB of a trusted source (e.g. human:*); empty = off
-    l2: float = 0.1  # Bradley-Terry prior strength: keeps strengths finite and unique
-    contested_below: float = 0.0  # mean Kendall tau between weighted sources below this
-    intransitive: str = "downweight"  # training policy for groups with consensus cycles
-    contested: str = "downweight"  # training policy for contested groups
-    downweight: float = 0.5  # weight given by the downweight policy
-    chunk_groups: int = 50_000  # groups merged per vectorised chunk (memory bound)
+class RankConfig(Section):
+    weights: list[str] = Field(default_factory=lambda: ["human:*=2", "llm:*=0.5"], description=(
+        "source weights as GLOB=WEIGHT, first match wins; an explicit 0 stays 0 whatever "
+        "weight estimation says, and the gold source (loop.gold) is always 0"))
+    default_weight: float = Field(1.0, ge=0, description="sources no pattern matches")
+    estimate_weights_from: str = Field("", description=(
+        "GLOB of a trusted source (e.g. human:*); empty = off"))
+    l2: float = Field(0.1, gt=0, description="Bradley-Terry prior: keeps strengths finite")
+    contested_below: float = Field(0.0, ge=-1, le=1, description=(
+        "mean Kendall tau between weighted sources below this = contested"))
+    intransitive: GroupPolicy = Field("downweight", description="groups with consensus cycles")
+    contested: GroupPolicy = "downweight"
+    downweight: float = Field(0.5, ge=0, le=1, description="weight the downweight policy gives")
+    chunk_groups: int = Field(50_000, ge=1, description="groups merged per vectorised chunk")
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, items: list[str]) -> list[str]:
+        for item in items:
+            pattern, sep, weight = item.rpartition("=")
+            try:
+                ok = bool(sep and pattern) and float(weight) >= 0
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError(f"{item!r} should read GLOB=WEIGHT with WEIGHT >= 0")
+        return items
 
 
-@dataclass
-class LoopConfig:
-    rounds: int = 3  # generate -> judge -> rank -> train rounds for `grpo iterate`
-    reference: str = "base"  # reference model for training: base (round 0 policy) or previous
-    eval_k: int = 4  # samples per held-out prompt when evaluating a round's policy
-    training_reward: str = "rm:*"  # GLOB of the sources whose score is "the training reward"
-    stop_on_overoptimisation: bool = True  # stop when train reward rises while gold falls
-    # Gold may fall this much before a round is flagged: ~1.7 standard errors of the mean gold
-    # score at the demo's 128 held-out prompts x 4 samples, so noise alone rarely flags.
-    overopt_tolerance: float = 0.02
-    simulated_annotator: bool = True  # demo: noisy gold rankings on a sample of groups
-    annotator_fraction: float = 0.1  # share of each round's groups the annotators rank
-    annotator_noise: float = 0.3  # std of the noise added to gold scores before ranking
-    annotator_cycles: float = 0.2  # share of annotated groups given a planted cycle
+class LoopConfig(Section):
+    rounds: int = Field(3, ge=1, description="rounds of generate -> judge -> rank -> train")
+    reference: Literal["base", "previous"] = Field("base", description="reference model")
+    eval_k: int = Field(4, ge=1, description="samples per held-out prompt per evaluation")
+    gold: str = Field("", description=(
+        "the held-out judge (verifier:NAME, rm:NAME or llm:NAME): weight 0 in the consensus, "
+        "scores held-out samples each round; empty = no over-optimisation watch"))
+    training_reward: str = Field("rm:*", description=(
+        "GLOB of the sources whose score is 'the training reward' in evaluation"))
+    stop_on_overoptimisation: bool = True
+    overopt_tolerance: float = Field(0.02, ge=0, description=(
+        "gold may fall this much before a round is flagged (~1.7 standard errors of the "
+        "demo's mean gold score)"))
+    simulated_annotator: bool = Field(False, description=(
+        "demo: noisy gold rankings on a sample of groups, through the import path"))
+    annotator_fraction: float = Field(0.1, ge=0, le=1)
+    annotator_noise: float = Field(0.3, ge=0)
+    annotator_cycles: float = Field(0.2, ge=0, le=1)
 
 
-@dataclass
-class ScheduleConfig:
-    # Cron expressions for `grpo serve`; an empty string leaves that deployment unscheduled.
-    generate_cron: str = "0 2 * * *"  # nightly: sample a new round with the current policy
-    judge_cron: str = "0 4 * * *"  # then judge the newest round
-    rank_cron: str = "0 5 * * *"  # then merge it into rankings
-    iterate_cron: str = ""  # a whole round of the loop
+class ScheduleConfig(Section):
+    generate_cron: str = Field("", description="sample the next round with the newest policy")
+    judge_cron: str = Field("", description="judge the newest fully generated round")
+    rank_cron: str = Field("", description="rank the newest judged round")
+    iterate_cron: str = Field("", description="one new round of the whole loop per run")
     timezone: str = "UTC"
+
+    @field_validator("generate_cron", "judge_cron", "rank_cron", "iterate_cron")
+    @classmethod
+    def _cron(cls, cron: str) -> str:
+        if cron and len(cron.split()) != 5:
+            raise ValueError(f"{cron!r} is not a 5-field cron expression (or empty to disable)")
+        return cron
 
 
 # The names of trainers.losses.LossType (pipeline/ may not import trainers/; a test keeps
@@ -154,179 +261,119 @@ class ScheduleConfig:
 LOSS_NAMES = ("plackett_luce", "dpo", "all_pairs", "lipo_lambda")
 
 
-@dataclass
-class TrainConfig:
-    loss: str = "plackett_luce"  # plackett_luce, dpo (best vs worst), all_pairs, lipo_lambda
-    beta: float = 1.0  # strength of the implicit KL penalty (0.1 diverged on the demo)
-    reference_free: bool = False  # s = beta * log pi, no reference model at all
-    learning_rate: float = 2e-4
-    epochs: int = 2
-    groups_per_batch: int = 8  # groups per optimizer micro-batch (also capped by tokens)
-    max_batch_tokens: int = 8192  # token positions per micro-batch, prompt counted once
-    grad_accum: int = 1  # micro-batches per optimizer step
-    warmup_steps: int = 5  # linear learning-rate warm-up
-    checkpoint_every: int = 20  # optimizer steps between checkpoints
-    keep_checkpoints: int = 2
-    mixed_precision: str = "auto"  # auto (bf16 on a GPU that has it, else fp32), no, bf16
+class TrainConfig(Section):
+    loss: Literal["plackett_luce", "dpo", "all_pairs", "lipo_lambda"] = "plackett_luce"
+    beta: float = Field(1.0, gt=0, description="strength of the implicit KL penalty")
+    reference_free: bool = Field(False, description="s = beta * log pi, no reference model")
+    learning_rate: float = Field(2e-4, gt=0)
+    epochs: int = Field(2, ge=1)
+    groups_per_batch: int = Field(8, ge=1, description="groups per micro-batch (also capped "
+                                                       "by tokens)")
+    max_batch_tokens: int = Field(8192, ge=1, description="token positions per micro-batch, "
+                                                          "prompt counted once")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    warmup_steps: int = Field(5, ge=0)
+    checkpoint_every: int = Field(20, ge=1, description="optimizer steps between checkpoints")
+    keep_checkpoints: int = Field(2, ge=1)
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
+        "auto", description="auto = bf16 on a GPU that has it, else fp32")
     seed: int = 0
-    threads: int = 2  # torch CPU threads
+    threads: int = Field(2, ge=1, description="torch CPU threads")
 
 
-@dataclass
-class Config:
-    task: TaskConfig = field(default_factory=TaskConfig)
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
-    demo_model: DemoModelConfig = field(default_factory=DemoModelConfig)
-    generation: GenerationConfig = field(default_factory=GenerationConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    judging: JudgingConfig = field(default_factory=JudgingConfig)
-    llm_judge: LLMJudgeConfig = field(default_factory=LLMJudgeConfig)
-    rank: RankConfig = field(default_factory=RankConfig)
-    loop: LoopConfig = field(default_factory=LoopConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    def validate(self) -> Config:
-        from pipeline.tasks import registered_tasks
+    prompts: PromptsConfig = Field(default_factory=PromptsConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    demo_model: DemoModelConfig = Field(default_factory=DemoModelConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    judging: JudgingConfig = Field(default_factory=JudgingConfig)
+    llm_judge: LLMJudgeConfig = Field(default_factory=LLMJudgeConfig)
+    rank: RankConfig = Field(default_factory=RankConfig)
+    loop: LoopConfig = Field(default_factory=LoopConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
-        g = self.generation
-        _check(self.task.name in registered_tasks(), "task.name",
-               f"unknown task {self.task.name!r}; use one of {registered_tasks()}")
-        _check(self.task.n_train_prompts >= 1, "task.n_train_prompts", "must be at least 1")
-        _check(self.task.n_heldout_prompts >= 1, "task.n_heldout_prompts", "must be at least 1")
-        _check(2 <= g.k <= 64, "generation.k",
-               f"got {g.k}; a group needs at least 2 candidates to rank (2..64)")
-        _check(g.temperature >= 0, "generation.temperature",
-               f"got {g.temperature}; use 0 for greedy or a positive value")
-        _check(0 < g.top_p <= 1, "generation.top_p", f"got {g.top_p}; must be in (0, 1]")
-        _check(g.max_new_tokens >= 1, "generation.max_new_tokens", "must be at least 1")
-        _check(g.shard_size >= 1, "generation.shard_size", "must be at least 1")
-        _check(g.kv_cache_gib > 0, "generation.kv_cache_gib", "must be positive")
-        _check(self.policy.dtype in ("bfloat16", "float16", "float32"), "policy.dtype",
-               f"got {self.policy.dtype!r}; use bfloat16, float16 or float32")
-        d = self.demo_model
-        _check(d.hidden_size % d.num_heads == 0, "demo_model.hidden_size",
-               "must be divisible by demo_model.num_heads")
-        _check(0 < d.stop_at_exact <= 1, "demo_model.stop_at_exact", "must be in (0, 1]")
-        j, q = self.judging, self.llm_judge
-        unknown = sorted(set(j.sources) - set(JUDGE_SOURCES))
-        _check(not unknown, "judging.sources",
-               f"unknown source(s) {unknown}; use any of {list(JUDGE_SOURCES)}")
-        _check(j.combine in ("mean", "min", "disagreement"), "judging.combine",
-               f"got {j.combine!r}; use mean, min or disagreement")
-        _check(q.api in ("chat", "completions"), "llm_judge.api", "use chat or completions")
-        _check(q.mode in ("listwise", "pairwise"), "llm_judge.mode", "use listwise or pairwise")
-        _check(q.views >= 2, "llm_judge.views",
-               f"got {q.views}; every group is judged in at least two orders")
-        _check(q.score_low < q.score_high, "llm_judge.score_low", "must be below score_high")
-        _check(q.structured in ("regex", "json_schema", "none"), "llm_judge.structured",
-               "use regex, json_schema or none")
-        _check(q.structured != "regex" or (q.score_low >= 0 and q.score_high <= 9
-                                           and float(q.score_low).is_integer()
-                                           and float(q.score_high).is_integer()),
-               "llm_judge.structured", "regex output needs integer scores within 0..9; "
-               "use json_schema for other ranges")
-        _check(q.concurrency >= 1, "llm_judge.concurrency", "must be at least 1")
-        _check(q.max_attempts >= 1, "llm_judge.max_attempts", "must be at least 1")
-        _check(q.timeout_s > 0, "llm_judge.timeout_s", "must be positive")
-        r = self.rank
-        for item in r.weights:
-            pattern, sep, weight = item.rpartition("=")
-            ok = bool(sep and pattern)
-            try:
-                ok = ok and float(weight) >= 0
-            except ValueError:
-                ok = False
-            _check(ok, "rank.weights", f"{item!r} should read GLOB=WEIGHT with WEIGHT >= 0")
-        _check(r.intransitive in GROUP_POLICIES, "rank.intransitive",
-               f"use one of {list(GROUP_POLICIES)}")
-        _check(r.contested in GROUP_POLICIES, "rank.contested",
-               f"use one of {list(GROUP_POLICIES)}")
-        _check(0 <= r.downweight <= 1, "rank.downweight", "must be in [0, 1]")
-        _check(r.l2 > 0, "rank.l2", "must be positive")
-        _check(-1 <= r.contested_below <= 1, "rank.contested_below", "a Kendall tau in [-1, 1]")
-        _check(r.chunk_groups >= 1, "rank.chunk_groups", "must be at least 1")
-        lp = self.loop
-        _check(lp.rounds >= 1, "loop.rounds", "must be at least 1")
-        _check(lp.reference in ("base", "previous"), "loop.reference", "use base or previous")
-        _check(lp.eval_k >= 1, "loop.eval_k", "must be at least 1")
-        for name in ("annotator_fraction", "annotator_cycles"):
-            _check(0 <= getattr(lp, name) <= 1, f"loop.{name}", "must be in [0, 1]")
-        for name in ("generate_cron", "judge_cron", "rank_cron", "iterate_cron"):
-            cron = getattr(self.schedule, name)
-            _check(cron == "" or len(cron.split()) == 5, f"schedule.{name}",
-                   f"{cron!r} is not a 5-field cron expression (or empty to disable)")
-        t = self.train
-        _check(t.loss in LOSS_NAMES, "train.loss",
-               f"unknown loss {t.loss!r}; use one of {list(LOSS_NAMES)}")
-        _check(t.beta > 0, "train.beta", f"got {t.beta}; must be positive")
-        _check(t.learning_rate > 0, "train.learning_rate", "must be positive")
-        _check(t.epochs >= 1, "train.epochs", "must be at least 1")
-        _check(t.groups_per_batch >= 1, "train.groups_per_batch", "must be at least 1")
-        _check(t.grad_accum >= 1, "train.grad_accum", "must be at least 1")
-        _check(t.checkpoint_every >= 1, "train.checkpoint_every", "must be at least 1")
-        _check(t.mixed_precision in ("auto", "no", "bf16", "fp16"), "train.mixed_precision",
-               f"got {t.mixed_precision!r}; use auto, no, bf16 or fp16")
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        j = self.judging
+        if j.verifier and ":" not in j.verifier:
+            from pipeline.tasks import registered_tasks
+
+            if j.verifier not in registered_tasks():
+                raise ValueError(f"judging.verifier: unknown built-in {j.verifier!r}; use one "
+                                 f"of {registered_tasks()} or 'pkg.module:function'")
+        if "verifier" in j.sources and not j.verifier:
+            raise ValueError("judging.verifier: judging.sources has 'verifier' but no verifier "
+                             "is set; name a built-in task or 'pkg.module:function'")
+        if "reward_model" in j.sources and not j.reward_models:
+            raise ValueError("judging.reward_models: judging.sources has 'reward_model' but no "
+                             "reward model directory is listed")
+        if "llm" in j.sources and not (self.llm_judge.base_url and self.llm_judge.model):
+            raise ValueError("llm_judge.base_url: judging.sources has 'llm'; set llm_judge."
+                             "base_url (an OpenAI-compatible URL, or 'embedded') and "
+                             "llm_judge.model")
+        gold = self.loop.gold
+        if gold:
+            known = self.source_names()
+            if gold not in known:
+                raise ValueError(f"loop.gold: {gold!r} is not a configured source; use one of "
+                                 f"{known} (verifier:NAME, rm:NAME or llm:NAME)")
         return self
 
-    def policy_path(self, workdir: Path) -> Path:
-        if self.policy.model == DEMO_POLICY:
-            return Path(workdir) / "models" / "demo-policy"
-        return Path(self.policy.model).expanduser()
+    def source_names(self) -> list[str]:
+        """The machine sources this config judges with (ensembles excluded)."""
+        from pipeline.judging.naming import source_names
 
-    def require_policy(self, workdir: Path) -> Path:
-        """The policy directory, or a ConfigError that says how to get one."""
-        path = self.policy_path(workdir)
-        if not (path / "config.json").is_file():
-            hint = ("run `grpo build-demo-model` first" if self.policy.model == DEMO_POLICY
-                    else "point policy.model at a Hugging Face model directory (with config.json)")
-            raise ConfigError(f"policy.model: no model at {path}; {hint}")
-        return path
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return source_names(self)
 
     def to_toml(self) -> str:
         lines: list[str] = []
-        for section, values in self.to_dict().items():
+        for section, values in self.model_dump().items():
             lines.append(f"[{section}]")
             lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
             lines.append("")
         return "\n".join(lines)
 
     def fingerprint(self, *sections: str) -> str:
-        """A short stable hash of the named sections: it names output files, so that a
-        changed setting writes new files instead of being mistaken for finished work."""
-        payload = {s: self.to_dict()[s] for s in sorted(sections)}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+        """A short stable hash of the named sections."""
+        payload = {s: self.model_dump()[s] for s in sorted(sections)}
+        return stable_hash(payload)
 
 
-def _check(ok: bool, field_name: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"{field_name}: {message}")
+def stable_hash(payload: Any, length: int = 10) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()
+                          ).hexdigest()[:length]
 
 
-def _build(cls: type, values: dict[str, Any], where: str) -> Any:
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(known)}")
-    kwargs = {}
-    for name, value in values.items():
-        default = getattr(cls(), name)
-        if dataclasses.is_dataclass(default):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{where}.{name}: expected a table, got {value!r}")
-            kwargs[name] = _build(type(default), value, f"{where}.{name}" if where else name)
+def _format(err: ValidationError, set_keys: set[str]) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            section = loc.split(".")[0]
+            known = sorted(_section_fields(section))
+            where = f"--set {loc}" if loc in set_keys else loc
+            lines.append(f"{where}: unknown key; known keys of [{section}]: {known}")
             continue
-        expected = type(default)
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            raise ConfigError(f"{where}.{name}: expected {expected.__name__}, got {value!r}")
-        if expected is list and not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where}.{name}: expected a list of strings, got {value!r}")
-        kwargs[name] = value
-    return cls(**kwargs)
+        if msg.split(":")[0] in _all_field_names():  # a validator that names its own field
+            lines.append(msg)
+            continue
+        got = e.get("input")
+        prefix = "" if msg.startswith("got ") or isinstance(got, dict) else f"got {got!r}; "
+        lines.append(f"{loc}: {prefix}{msg}" if loc else msg)
+    return "; ".join(lines)
+
+
+def _section_fields(section: str) -> list[str]:
+    field = Config.model_fields.get(section)
+    return list(field.annotation.model_fields) if field else []
+
+
+def _all_field_names() -> set[str]:
+    return {f"{s}.{k}" for s in Config.model_fields for k in _section_fields(s)}
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
@@ -338,12 +385,17 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"--config: {path} is not valid TOML: {err}") from err
-    for dotted, value in (overrides or {}).items():
-        section, _, key = dotted.partition(".")
-        raw.setdefault(section, {})[key] = value
-    known = {f.name for f in dataclasses.fields(Config)}
+    known = set(Config.model_fields)
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"unknown section(s) {unknown} in {path}; known: {sorted(known)}")
-    cfg = Config(**{s: _build(type(getattr(Config(), s)), v, s) for s, v in raw.items()})
-    return cfg.validate()
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        if section not in known or not key:
+            raise ConfigError(f"--set {dotted}: unknown section {section!r}; known sections: "
+                              f"{sorted(known)}")
+        raw.setdefault(section, {})[key] = value
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format(err, set(overrides or {}))) from None

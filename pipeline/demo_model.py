@@ -1,10 +1,12 @@
-"""Build the embedded default's policy: a tokenizer and a tiny Llama trained on a task.
+"""Build the embedded default's policy: a chat tokenizer and a tiny Llama trained on a task.
 
-The result is an ordinary Hugging Face model directory (config.json, safetensors, tokenizer
-files) that vLLM and transformers load like any other. Training stops on purpose once the
-held-out greedy exact-match reaches ``stop_at_exact``: the base policy must stay imperfect so
-that preference training has room to show a gain. Everything is seeded, so a rebuild with
-the same config and thread count gives the same weights.
+The result is an ordinary Hugging Face chat model directory (config.json, safetensors,
+tokenizer files with a chat template, a generation config with two stop ids) that vLLM and
+transformers load like any other, and that the pipeline drives exactly as it drives a user's
+instruct model: prompts are rendered through its chat template. Training stops on purpose
+once the held-out greedy exact-match reaches ``stop_at_exact``: the base policy must stay
+imperfect so that preference training has room to show a gain. Everything is seeded, so a
+rebuild with the same config and thread count gives the same weights.
 """
 
 from __future__ import annotations
@@ -22,6 +24,14 @@ from pipeline.progress import progress_bar
 from pipeline.tasks import get_task
 
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"
+ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>")
+# A turn is <|role|>content; an assistant turn ends with EOS. A model that starts a new user
+# turn has also finished its answer, so <|user|> is its second stop id (as instruct models
+# list several ids in generation_config.eos_token_id).
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}"
+    "{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}")
 
 
 @dataclass
@@ -35,7 +45,8 @@ class DemoModelReport:
 
 
 def train_tokenizer(corpus: list[str], vocab_size: int):
-    """Byte-level BPE with every digit its own token, BOS added on encode."""
+    """Byte-level BPE with every digit its own token, BOS added on plain encode, and a chat
+    template over role tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -47,7 +58,7 @@ def train_tokenizer(corpus: list[str], vocab_size: int):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=[PAD, BOS, EOS],
+        special_tokens=[PAD, BOS, EOS, *ROLE_TOKENS],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -56,17 +67,31 @@ def train_tokenizer(corpus: list[str], vocab_size: int):
     tok.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A", special_tokens=[(BOS, bos_id)]
     )
-    return PreTrainedTokenizerFast(
+    out = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD,
-        padding_side="left", model_max_length=128,
+        padding_side="left", model_max_length=1024,
+        additional_special_tokens=list(ROLE_TOKENS),
     )
+    out.chat_template = CHAT_TEMPLATE
+    return out
+
+
+def chat_prompt_ids(tokenizer, prompt: str) -> list[int]:
+    """A one-turn conversation rendered for generation, as the pipeline renders prompts."""
+    return list(tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
+                                              add_generation_prompt=True, tokenize=True,
+                                              return_dict=False))
+
+
+def stop_ids(tokenizer) -> list[int]:
+    return [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|user|>")]
 
 
 def _encode_examples(tokenizer, prompts, device="cpu"):
     """Token ids of prompt + answer + EOS, and a mask over the answer (the trained part)."""
     ids, masks = [], []
     for p in prompts:
-        prompt_ids = tokenizer(p.prompt)["input_ids"]
+        prompt_ids = chat_prompt_ids(tokenizer, p.prompt)
         answer_ids = tokenizer(p.reference, add_special_tokens=False)["input_ids"]
         seq = prompt_ids + answer_ids + [tokenizer.eos_token_id]
         ids.append(seq)
@@ -79,13 +104,22 @@ def _encode_examples(tokenizer, prompts, device="cpu"):
     return input_ids, attn, loss_mask
 
 
+def left_padded(tokenizer, prompts: list[str]) -> dict[str, torch.Tensor]:
+    """Chat-rendered prompts as a left-padded batch for ``generate``."""
+    ids = [chat_prompt_ids(tokenizer, p) for p in prompts]
+    width = max(map(len, ids))
+    pad = tokenizer.pad_token_id
+    return {"input_ids": torch.tensor([[pad] * (width - len(x)) + x for x in ids]),
+            "attention_mask": torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])}
+
+
 @torch.no_grad()
 def greedy_answers(model, tokenizer, prompts: list[str], max_new_tokens: int = 12) -> list[str]:
     """Greedy completions with plain transformers (used only for the early-stopping check)."""
-    enc = tokenizer(prompts, return_tensors="pt", padding=True)
+    enc = left_padded(tokenizer, prompts)
     out = model.generate(
         **enc, max_new_tokens=max_new_tokens, do_sample=False,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=stop_ids(tokenizer), pad_token_id=tokenizer.pad_token_id,
     )
     return tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
 
@@ -94,7 +128,7 @@ def build_demo_model(cfg: Config, out_dir: Path, show_progress: bool = True) -> 
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     d = cfg.demo_model
-    task = get_task(cfg.task.name)
+    task = get_task(d.task)
     torch.manual_seed(d.seed)
     torch.set_num_threads(d.threads)
     started = time.perf_counter()
@@ -102,7 +136,7 @@ def build_demo_model(cfg: Config, out_dir: Path, show_progress: bool = True) -> 
     # Training prompts come from a seed stream disjoint from the pipeline's own prompts, so
     # that the supervised model has not memorised the exact items preference rounds use.
     train = task.prompts("train", 20_000, seed=d.seed + 10_000)
-    heldout = task.prompts("heldout", d.eval_prompts, seed=cfg.task.seed)
+    heldout = task.prompts("heldout", d.eval_prompts, seed=cfg.prompts.seed)
     tokenizer = train_tokenizer([p.prompt + p.reference for p in train[:5000]], d.vocab_size)
 
     model_cfg = LlamaConfig(
@@ -149,7 +183,7 @@ def build_demo_model(cfg: Config, out_dir: Path, show_progress: bool = True) -> 
                     break
 
     model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=stop_ids(tokenizer),
         pad_token_id=tokenizer.pad_token_id,
     )
     report = DemoModelReport(

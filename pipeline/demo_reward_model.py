@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from pipeline.atomic import atomic_dir
 from pipeline.config import Config
+from pipeline.demo_model import left_padded, stop_ids
 from pipeline.judging.reward_model import rm_inputs, rm_scores
 from pipeline.progress import progress_bar
 from pipeline.tasks import get_task
@@ -39,12 +40,12 @@ def _sampled_pairs(policy, tokenizer, task, prompts, k: int, seed: int) -> list[
     pairs = []
     for i in range(0, len(prompts), 64):
         chunk = prompts[i:i + 64]
-        enc = tokenizer([p.prompt for p in chunk], return_tensors="pt", padding=True)
+        enc = left_padded(tokenizer, [p.prompt for p in chunk])
         with torch.no_grad():
             out = policy.generate(**enc, do_sample=True, temperature=1.0, top_k=0,
                                   max_new_tokens=12, num_return_sequences=k,
                                   pad_token_id=tokenizer.pad_token_id,
-                                  eos_token_id=tokenizer.eos_token_id)
+                                  eos_token_id=stop_ids(tokenizer))
         texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:],
                                        skip_special_tokens=True)
         for j, p in enumerate(chunk):
@@ -58,15 +59,18 @@ def _sampled_pairs(policy, tokenizer, task, prompts, k: int, seed: int) -> list[
     return pairs
 
 
+def _conversations(prompts: list[str]) -> list[list[dict]]:
+    return [[{"role": "user", "content": p}] for p in prompts]
+
+
 def _accuracy(model, tokenizer, pairs) -> float:
     with torch.no_grad():
         agree = total = 0
         for i in range(0, len(pairs), 128):
             chunk = pairs[i:i + 128]
-            w = rm_scores(model, *rm_inputs(tokenizer, [p for p, _, _ in chunk],
-                                                    [c for _, c, _ in chunk]))
-            l_ = rm_scores(model, *rm_inputs(tokenizer, [p for p, _, _ in chunk],
-                                                     [c for _, _, c in chunk]))
+            convs = _conversations([p for p, _, _ in chunk])
+            w = rm_scores(model, *rm_inputs(tokenizer, convs, [c for _, c, _ in chunk]))
+            l_ = rm_scores(model, *rm_inputs(tokenizer, convs, [c for _, _, c in chunk]))
             agree += int((w > l_).sum())
             total += len(chunk)
     return agree / max(total, 1)
@@ -80,7 +84,7 @@ def build_demo_reward_model(cfg: Config, policy_dir: Path, out_dir: Path, k: int
     seed = cfg.demo_model.seed
     n_prompts, steps = cfg.demo_model.rm_prompts, cfg.demo_model.rm_steps
     torch.manual_seed(seed)
-    task = get_task(cfg.task.name)
+    task = get_task(cfg.demo_model.task)
     tokenizer = AutoTokenizer.from_pretrained(policy_dir)
     policy = AutoModelForCausalLM.from_pretrained(policy_dir).eval()
     # Seeds disjoint from the pipeline's prompt streams and from the policy's SFT data.
@@ -99,10 +103,9 @@ def build_demo_reward_model(cfg: Config, policy_dir: Path, out_dir: Path, k: int
         job = bar.add_task("training demo reward model", total=steps)
         for _ in range(steps):
             batch = rng.sample(train_pairs, min(32, len(train_pairs)))
-            prompts = [p for p, _, _ in batch]
-            w = rm_scores(model, *rm_inputs(tokenizer, prompts, [c for _, c, _ in batch]))
-            l_ = rm_scores(model, *rm_inputs(tokenizer, prompts,
-                                                     [c for _, _, c in batch]))
+            convs = _conversations([p for p, _, _ in batch])
+            w = rm_scores(model, *rm_inputs(tokenizer, convs, [c for _, c, _ in batch]))
+            l_ = rm_scores(model, *rm_inputs(tokenizer, convs, [c for _, _, c in batch]))
             loss = -F.logsigmoid(w - l_).mean()
             optim.zero_grad(set_to_none=True)
             loss.backward()

@@ -51,16 +51,30 @@ ROUND = _c("round", pa.int32(), "loop round, 0 = the base policy")
 GROUP_ID = _c("group_id", pa.string(), "r{round:03d}:{prompt_id}")
 CANDIDATE_ID = _c("candidate_id", pa.string(), "{group_id}:{candidate_idx}")
 
+MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+_PROMPT_COLUMNS = (
+    _c("prompt_id", pa.string(), "stable id: prompts.id_column, or a hash of the content"),
+    _c("split", pa.string(), "train (generated for) or heldout (evaluation only)"),
+    _c("messages", MESSAGES, "the conversation, system prompt included; the last turn is the "
+                             "user's"),
+    _c("prompt", pa.string(), "text of the last user turn (for reading; judges see every turn)"),
+    _c("prompt_token_ids", pa.list_(pa.int32()),
+       "the prompt as the policy saw it: chat template and generation prompt applied; "
+       "generation, training and evaluation all use exactly these ids"),
+    _c("reference", pa.string(), "prompts.reference_column: what a verifier compares against",
+       True),
+    _c("row_json", pa.string(), "the whole input row as JSON (verifiers may read any column)"),
+)
+
+PROMPT_SET = Table(
+    "prompt_set", "Every accepted row of the prompts dataset, checked and rendered once "
+    "(WORKDIR/prompts/set-FP.parquet; not a catalog table).",
+    _PROMPT_COLUMNS, key=("prompt_id",),
+)
+
 PROMPTS = Table(
-    "prompts", "Every prompt of a round, train and held-out.",
-    (
-        ROUND,
-        _c("prompt_id", pa.string(), "stable id from the task"),
-        _c("split", pa.string(), "train (generated for) or heldout (evaluation only)"),
-        _c("task", pa.string(), "task name, e.g. sort_digits"),
-        _c("prompt", pa.string(), "prompt text given to the policy"),
-        _c("reference", pa.string(), "answer the gold verifier compares against", True),
-    ),
+    "prompts", "The prompts of a round: its train draw and the fixed held-out sample.",
+    (ROUND, *_PROMPT_COLUMNS),
     key=("round", "prompt_id"),
 )
 
@@ -73,16 +87,21 @@ CANDIDATES = Table(
         CANDIDATE_ID,
         _c("text", pa.string(), "the completion, special tokens removed"),
         _c("token_ids", pa.list_(pa.int32()),
-           "the completion's tokens as sampled (EOS excluded); training scores exactly these"),
-        _c("policy", pa.string(), "model directory that sampled it"),
-        _c("n_tokens", pa.int32(), "completion length in tokens"),
-        _c("finish_reason", pa.string(), "stop (EOS or stop string) or length (truncated)"),
+           "the completion's tokens as sampled, the stop token excluded; training scores "
+           "exactly these (plus stop_token_id)"),
+        _c("policy", pa.string(), "model directory that sampled it (relative to the workdir "
+           "when inside it)"),
+        _c("n_tokens", pa.int32(), "len(token_ids)"),
+        _c("finish_reason", pa.string(), "stop (a stop token or string) or length (truncated)"),
+        _c("stop_token_id", pa.int32(), "the stop token that ended it (one of the model's "
+           "eos ids); null when truncated", True),
         _c("logprob", pa.float64(), "policy log-probability of the completion (raw logits)",
            True),
         _c("seed", pa.int64(), "sampling seed of the group"),
         _c("injection", pa.string(),
            "what the prompt-injection detector matched in the text, null when clean", True),
-        _c("config_hash", pa.string(), "hash of the generation config that produced it"),
+        _c("config_hash", pa.string(), "identity of the round's samples: model content, "
+           "sampling settings and prompts"),
     ),
     key=("candidate_id",),
 )
@@ -179,6 +198,17 @@ EVALS = Table(
         _c("value", pa.float64(), "the metric's value"),
     ),
     key=("round", "metric"),
+)
+
+EVAL_SCORES = Table(
+    "eval_scores", "Per-sample scores of a round's held-out evaluation "
+    "(rounds/rNNN/eval/scores.parquet; not a catalog table).",
+    (_c("candidate_id", pa.string(), "the held-out sample"),
+     _c("prompt_id", pa.string(), "its prompt"),
+     _c("candidate_idx", pa.int32(), "its index among the prompt's eval_k samples"),
+     _c("gold", pa.float64(), "the gold source's score; null without gold or on failure", True),
+     _c("train_reward", pa.float64(), "mean score of the training-reward sources", True)),
+    key=("candidate_id",),
 )
 
 TABLES: dict[str, Table] = {t.name: t for t in

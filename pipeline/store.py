@@ -7,9 +7,12 @@ retried or restarted stage rewrites the same name instead of adding a second cop
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pipeline.schema import TABLES
+
+SUPERSEDED = "superseded"
 
 # Glob of each table's files, relative to the workdir.
 TABLE_GLOBS: dict[str, str] = {
@@ -36,6 +39,34 @@ def prompts_path(workdir: Path, round_: int) -> Path:
 
 def shard_path(workdir: Path, table: str, round_: int, shard: int, config_hash: str) -> Path:
     return round_dir(workdir, round_) / table / f"shard-{shard:05d}-{config_hash}.parquet"
+
+
+def supersede(folder: Path, pattern: str, keep: str | None = None) -> list[Path]:
+    """Move files matching ``pattern`` (except ``keep``) into ``folder/superseded/``.
+
+    Work that a changed config no longer uses is set aside, not deleted: the catalog's views
+    stop reading it (their globs do not descend into ``superseded/``), the audit can still
+    see it, and ``unsupersede`` brings it back when the config changes back.
+    """
+    folder = Path(folder)
+    moved = []
+    for p in sorted(folder.glob(pattern)):
+        if p.name == keep or not p.is_file():
+            continue
+        target = folder / SUPERSEDED / p.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(p, target)
+        moved.append(target)
+    return moved
+
+
+def unsupersede(folder: Path, name: str) -> bool:
+    """Bring ``folder/superseded/NAME`` back; True if it was there."""
+    src = Path(folder) / SUPERSEDED / name
+    if not src.is_file():
+        return False
+    os.replace(src, Path(folder) / name)
+    return True
 
 
 def table_files(workdir: Path, table: str) -> list[Path]:

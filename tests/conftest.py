@@ -20,11 +20,18 @@ def demo_cfg() -> Config:
     return load_config()
 
 
+DEMO_PROMPTS_NAME = "demo-prompts.jsonl"
+
+
 @pytest.fixture(scope="session")
 def demo_model_dir(tmp_path_factory, demo_cfg) -> Path:
+    """The demo policy, with the demo task's prompts file beside it (see small_overrides)."""
     from pipeline.demo_model import build_demo_model
+    from pipeline.tasks import get_task
+    from pipeline.tasks.base import write_prompts_file
 
     out = tmp_path_factory.mktemp("models") / "demo-policy"
+    write_prompts_file(get_task("sort_digits"), out.parent / DEMO_PROMPTS_NAME, 1024, 64)
     build_demo_model(demo_cfg, out, show_progress=False)
     return out
 
@@ -53,11 +60,12 @@ def cli_set_args(overrides: dict) -> list[str]:
 
 
 def small_overrides(model_dir: Path, **extra) -> dict:
-    """A quick generation config against the session's demo model."""
+    """A quick config against the session's demo model and the demo prompts beside it."""
     base = {
         "policy.model": str(model_dir),
-        "task.n_train_prompts": 24,
-        "task.n_heldout_prompts": 8,
+        "prompts.path": str(Path(model_dir).parent / DEMO_PROMPTS_NAME),
+        "prompts.n_train_per_round": 24,
+        "prompts.n_heldout": 8,
         "generation.k": 4,
         "generation.shard_size": 8,
     }
@@ -72,17 +80,20 @@ def ranked_store(tmp_path_factory, demo_model_dir, prefect_harness) -> Path:
     from flows.generate import generation_flow
     from pipeline.consensus.stage import rank_round
     from pipeline.judging import stage
-    from pipeline.judging.verifier import VerifierJudge, verifier_source
+    from pipeline.judging.verifier import VerifierJudge
+    from pipeline.rounds import mark_stage
 
     workdir = tmp_path_factory.mktemp("ranked_store")
     generation_flow(str(workdir), None, 0,
-                    small_overrides(demo_model_dir, **{"task.n_train_prompts": 64}),
+                    small_overrides(demo_model_dir, **{"prompts.n_train_per_round": 64}),
                     show_progress=False)
     judge = VerifierJudge("sort_digits")
     for shard in stage.candidate_shards(workdir, 0):
-        stage.judge_shard_at_once(workdir, 0, shard, judge.source, judge.judge)
-    cfg = load_config(overrides={"rank.weights": [f"{verifier_source('sort_digits')}=1"]})
+        stage.judge_shard_at_once(workdir, 0, shard, judge.source, "fp", judge.judge)
+    cfg = load_config(overrides={"rank.weights": [f"{judge.source}=1"]})
     rank_round(workdir, 0, cfg.rank)
+    for stage_name in ("judge", "rank"):
+        mark_stage(workdir, 0, stage_name, {}, 0.0)
     return workdir
 
 
@@ -100,3 +111,15 @@ def demo_rm_dir(tmp_path_factory, demo_cfg, demo_model_dir) -> Path:
     out = tmp_path_factory.mktemp("models") / "demo-rm"
     build_demo_reward_model(demo_cfg, demo_model_dir, out, show_progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def chat_models(tmp_path_factory) -> dict[str, Path]:
+    """Models unlike the demo (tests/chat_models.py): a ChatML Qwen2 policy with two stop ids
+    and two reward models of other architectures with the same chat template."""
+    from tests.chat_models import build_chat_policy, build_reward_model
+
+    root = tmp_path_factory.mktemp("chat_models")
+    return {"policy": build_chat_policy(root / "qwen-chat"),
+            "helpful": build_reward_model(root / "helpful-rm", "qwen2", seed=1),
+            "gold": build_reward_model(root / "gold-rm", "llama", seed=2)}

@@ -1,6 +1,7 @@
 """A real OpenAI-compatible HTTP server on 127.0.0.1 that misbehaves on request.
 
-The behaviour is chosen per group by the task line of the judge prompt (``Task: S 12=<mode>``).
+The behaviour is chosen per group by the user turn of the judge prompt
+(``<turn role="user">S 12=<mode></turn>``).
 Honest answers score each candidate by the first digit of its text, a function of the
 candidate alone, so a wrong mapping from a shuffled view back to candidates is visible.
 Every request is recorded (time, mode, prompt).
@@ -15,7 +16,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 BLOCK = re.compile(r'<candidate id="(\w+)">(.*?)</candidate>', re.S)
-TASK = re.compile(r"Task: S \d+=(\w+)")
+TASK = re.compile(r'<turn role="user">S \d+=(\w+)</turn>')
 
 
 def honest_scores(texts: list[str]) -> list[int]:

@@ -2,25 +2,33 @@
 
 from __future__ import annotations
 
+import json
 import random
+import time
 from pathlib import Path
 
 import pyarrow as pa
 
 from pipeline.atomic import write_parquet_atomic
 from pipeline.judging.injection import detect
+from pipeline.rounds import mark_stage
 from pipeline.schema import CANDIDATES, PROMPTS
 from pipeline.store import prompts_path, shard_path
 
 
 def write_round(workdir: Path, modes: list[str], k: int = 4, per_shard: int = 4,
                 texts: dict[int, list[str]] | None = None, seed: int = 0) -> list[Path]:
-    """One group per mode; the mode rides in the prompt (``S 123=<mode>``)."""
+    """One group per mode; the mode rides in the prompt (``S 123=<mode>``). The round is
+    marked fully generated, as `grpo generate` would leave it."""
     rng = random.Random(seed)
     prompts, shards = [], []
     for g, mode in enumerate(modes):
+        text = f"S {g}={mode}"
+        messages = [{"role": "user", "content": text}]
         prompts.append({"round": 0, "prompt_id": f"p{g:03d}", "split": "train",
-                        "task": "sort_digits", "prompt": f"S {g}={mode}", "reference": "123"})
+                        "messages": messages, "prompt": text, "prompt_token_ids": [1, 2, 3],
+                        "reference": "123",
+                        "row_json": json.dumps({"messages": messages, "reference": "123"})})
     write_parquet_atomic(pa.Table.from_pylist(prompts, PROMPTS.arrow_schema),
                          prompts_path(workdir, 0), PROMPTS)
     for s in range(0, len(modes), per_shard):
@@ -34,10 +42,12 @@ def write_round(workdir: Path, modes: list[str], k: int = 4, per_shard: int = 4,
                 rows.append({"round": 0, "group_id": gid, "prompt_id": f"p{g:03d}",
                              "candidate_idx": i, "candidate_id": f"{gid}:{i}", "text": text,
                              "token_ids": [1], "policy": "m", "n_tokens": 1,
-                             "finish_reason": "stop", "logprob": -1.0, "seed": 0,
+                             "finish_reason": "stop", "stop_token_id": 2, "logprob": -1.0,
+                             "seed": 0,
                              "config_hash": "h", "injection": detect(text)})
         path = shard_path(workdir, "candidates", 0, s // per_shard, "h")
         write_parquet_atomic(pa.Table.from_pylist(rows, CANDIDATES.arrow_schema), path,
                              CANDIDATES)
         shards.append(path)
+    mark_stage(workdir, 0, "generate", {"key": "h"}, time.perf_counter())
     return shards

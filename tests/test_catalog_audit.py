@@ -13,14 +13,17 @@ from pipeline.store import prompts_path, shard_path
 
 def _fake_round(workdir, k=3, n=4):
     """A small but schema-valid round, written with the project's own writer."""
-    prompts = [{"round": 0, "prompt_id": f"p{i}", "split": "train", "task": "sort_digits",
-                "prompt": f"S {i}1=", "reference": f"1{i}"} for i in range(n)]
+    prompts = [{"round": 0, "prompt_id": f"p{i}", "split": "train",
+                "messages": [{"role": "user", "content": f"S {i}1="}], "prompt": f"S {i}1=",
+                "prompt_token_ids": [1, 5], "reference": f"1{i}", "row_json": "{}"}
+               for i in range(n)]
     write_parquet_atomic(pa.Table.from_pylist(prompts, PROMPTS.arrow_schema),
                          prompts_path(workdir, 0), PROMPTS)
     rows = [{"round": 0, "group_id": f"r000:p{i}", "prompt_id": f"p{i}", "candidate_idx": j,
              "candidate_id": f"r000:p{i}:{j}", "text": "1" * j, "token_ids": [7] * j,
              "policy": "m",
-             "n_tokens": j + 1, "finish_reason": "length" if j == 2 else "stop",
+             "n_tokens": j, "finish_reason": "length" if j == 2 else "stop",
+             "stop_token_id": None if j == 2 else 2,
              "logprob": -float(j), "seed": i, "config_hash": "h", "injection": None}
             for i in range(n) for j in range(k)]
     write_parquet_atomic(pa.Table.from_pylist(rows, CANDIDATES.arrow_schema),
@@ -67,7 +70,7 @@ def test_every_audit_query_runs(tmp_path):
     assert coverage == [{
         "round": 0, "train_prompts": 4, "groups": 4, "candidates": 12, "duplicate_ids": 0,
         "groups_with_repeated_idx": 0, "min_k": 3, "max_k": 3, "truncated": 4,
-        "empty_texts": 4, "mean_tokens": 2.0, "config_hashes": 1}]
+        "empty_texts": 4, "mean_tokens": 1.0, "config_hashes": 1}]
 
 
 def test_cli_audit_saves_csv(tmp_path, capsys):

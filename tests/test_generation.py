@@ -59,8 +59,16 @@ def test_generate_round_with_vllm(tmp_path, demo_model_dir, prefect_harness):
     assert again["shards_generated"] == 0 and again["shards_skipped"] == 3
     assert {p: p.stat().st_mtime_ns for p in table_files(tmp_path, "candidates")} == mtimes
 
-    # Another config must not be mixed into the same round.
-    with pytest.raises(ConfigError, match="another config"):
+    # Engine and memory settings, or another spelling of the model's path, are the same
+    # samples: the round resumes instead of refusing.
+    respelled = {**overrides, "policy.model": f"{demo_model_dir}/../{demo_model_dir.name}/",
+                 "generation.max_num_seqs": 64, "generation.kv_cache_gib": 2.0,
+                 "generation.enforce_eager": False}
+    same = generation_flow(str(tmp_path), None, 0, respelled, show_progress=False)
+    assert same["config_hash"] == summary["config_hash"] and same["shards_generated"] == 0
+
+    # Other samples must not be mixed into the same round.
+    with pytest.raises(ConfigError, match="other samples"):
         generation_flow(str(tmp_path), None, 0, {**overrides, "generation.k": 3},
                         show_progress=False)
 
@@ -68,7 +76,7 @@ def test_generate_round_with_vllm(tmp_path, demo_model_dir, prefect_harness):
 def test_sigkill_mid_generation_then_resume(tmp_path, demo_model_dir):
     """Kill `grpo generate` (and its engine) after some shards; the rerun finishes the rest
     and every (prompt, candidate) exists exactly once."""
-    overrides = small_overrides(demo_model_dir, **{"task.n_train_prompts": 96,
+    overrides = small_overrides(demo_model_dir, **{"prompts.n_train_per_round": 96,
                                                    "generation.shard_size": 3})
     n_shards = 32
     argv = [sys.executable, "-m", "flows.cli", "generate", "--workdir", str(tmp_path),
@@ -76,11 +84,13 @@ def test_sigkill_mid_generation_then_resume(tmp_path, demo_model_dir):
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / ".prefect")}
     shard_dir = round_dir(tmp_path, 0) / "candidates"
 
-    proc = subprocess.Popen(argv, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "killed.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(argv, env=env, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=err)
     deadline = time.time() + 300
     while time.time() < deadline and len(list(shard_dir.glob("*.parquet"))) < 2:
-        assert proc.poll() is None, "generate exited before it could be killed"
+        assert proc.poll() is None, f"generate exited early: {log.read_text()[-2000:]}"
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its engine process together
     proc.wait()

@@ -4,6 +4,8 @@ candidates, and a resumed run sends nothing that already finished."""
 
 from __future__ import annotations
 
+import re
+
 import pyarrow.parquet as pq
 import pytest
 
@@ -19,6 +21,10 @@ EXPECTED_ERROR = {"error500": "HTTP 500", "reset": "connection error", "hang": "
                   "prose": "no complete JSON", "truncated": "no complete JSON",
                   "refusal": "refusal", "wrongcount": "wrong number of scores",
                   "outofrange": "out of range"}
+
+
+FP = "fp0"
+USER_TURN = re.compile(r'<turn role="user">S (\d+)=')
 
 
 def _judge(server: FakeJudge, cap: int = 10_000, mode: str = "listwise", api="completions"):
@@ -39,10 +45,10 @@ def test_every_fault_ends_scored_or_failed(tmp_path, api):
     shards = write_round(tmp_path, MODES, k=4, per_shard=4)
     with FakeJudge() as server:
         judge = _judge(server, api=api)
-        results = [stage.judge_shard_journaled(tmp_path, 0, s, judge.source, judge)
+        results = [stage.judge_shard_journaled(tmp_path, 0, s, judge.source, FP, judge)
                    for s in shards]
         assert all(r.complete for r in results)
-        rows = _rows(stage.judgment_path(tmp_path, 0, judge.source, s) for s in shards)
+        rows = _rows(stage.judgment_path(tmp_path, 0, judge.source, FP, s) for s in shards)
         items = [r for r in rows if r["view"] >= 0]
         assert len(items) == len(MODES) * 4 * 2  # k candidates x 2 views
         assert {r["status"] for r in items} == {"scored", "failed"}
@@ -77,21 +83,21 @@ def test_every_fault_ends_scored_or_failed(tmp_path, api):
 def test_request_cap_then_resume_sends_nothing_twice(tmp_path):
     modes = ["ok"] * 10
     shards = write_round(tmp_path, modes, k=3, per_shard=10)
-    target = stage.judgment_path(tmp_path, 0, "llm:judge", shards[0])
+    target = stage.judgment_path(tmp_path, 0, "llm:judge", FP, shards[0])
     journal = stage.Journal(target.with_name(target.stem + ".journal.jsonl"))
     with FakeJudge() as server:
         capped = _judge(server, cap=7)  # 2 views per group: at most 3 groups finish
-        res = stage.judge_shard_journaled(tmp_path, 0, shards[0], capped.source, capped)
+        res = stage.judge_shard_journaled(tmp_path, 0, shards[0], capped.source, FP, capped)
         assert not res.complete and 1 <= res.groups_done < 10
         assert not target.exists()
         finished = set(journal.load())
         assert len(finished) == res.groups_done
         server.requests.clear()
         judge = _judge(server)
-        assert stage.judge_shard_journaled(tmp_path, 0, shards[0], judge.source,
+        assert stage.judge_shard_journaled(tmp_path, 0, shards[0], judge.source, FP,
                                            judge).complete
         # Groups in the journal were not sent again; every other group was.
-        asked = {f"r000:p{int(q['prompt'].split('Task: S ')[1].split('=')[0]):03d}"
+        asked = {f"r000:p{int(USER_TURN.search(q['prompt']).group(1)):03d}"
                  for q in server.requests}
         assert not asked & finished
         assert asked | finished == {f"r000:p{g:03d}" for g in range(10)}
@@ -102,7 +108,7 @@ def test_request_cap_then_resume_sends_nothing_twice(tmp_path):
         assert len([r for r in rows if r["view"] >= 0]) == 10 * 3 * 2
         # A third run does nothing at all.
         server.requests.clear()
-        again = stage.judge_shard_journaled(tmp_path, 0, shards[0], judge.source, judge)
+        again = stage.judge_shard_journaled(tmp_path, 0, shards[0], judge.source, FP, judge)
         assert again.skipped and not server.requests
 
 
@@ -110,9 +116,9 @@ def test_pairwise_mode_asks_both_orders_and_maps_back(tmp_path):
     shards = write_round(tmp_path, ["ok", "ok"], k=3, per_shard=2)
     with FakeJudge() as server:
         judge = _judge(server, mode="pairwise")
-        stage.judge_shard_journaled(tmp_path, 0, shards[0], judge.source, judge)
+        stage.judge_shard_journaled(tmp_path, 0, shards[0], judge.source, FP, judge)
         assert len(server.requests) == 2 * 3 * 2  # groups x pairs x orders
-        rows = _rows([stage.judgment_path(tmp_path, 0, judge.source, shards[0])])
+        rows = _rows([stage.judgment_path(tmp_path, 0, judge.source, FP, shards[0])])
         text = {r["candidate_id"]: r["text"] for r in _rows(shards)}
         for r in rows:
             a, b = honest_scores([text[r["candidate_id"]], text[r["opponent_id"]]])
@@ -136,7 +142,8 @@ def test_inconsistent_views_become_ties(tmp_path):
 
     cfg = load_config(overrides={"llm_judge.structured": "none"}).llm_judge
     judge = LLMJudge(cfg, FirstShownWins())
-    group = JudgeGroup(0, "r000:g", "S 12=", "12", ["a", "b", "c"], ["1", "2", "3"])
+    group = JudgeGroup(0, "r000:g", "g", [{"role": "user", "content": "S 12="}], "12", {},
+                       ["a", "b", "c"], ["1", "2", "3"])
     (_, rows), = list(judge.judge_groups([group]))
     reconciled = [r for r in rows if r["view"] == -1]
     assert len(reconciled) == 3 and all(r["value"] == 0.5 for r in reconciled)

@@ -38,7 +38,7 @@ def test_demo_reward_model_is_an_imperfect_proxy(demo_rm_dir):
     # Better than chance against the gold verifier on unseen prompts, far from perfect.
     assert 0.55 < report["heldout_pair_accuracy"] < 0.95
     scorer = RewardModelScorer(demo_rm_dir, "demo")
-    good, bad = scorer.score(["S 3141="] * 2, ["1134", "9"])
+    good, bad = scorer.score([[{"role": "user", "content": "S 3141="}]] * 2, ["1134", "9"])
     assert isinstance(good, float) and good != bad
 
 
@@ -75,8 +75,9 @@ def test_judge_flow_with_every_source(tmp_path, demo_model_dir, demo_rm_dir,
     overrides = {"judging.reward_models": [str(demo_rm_dir), str(second_rm)],
                  "llm_judge.model": str(demo_model_dir), "llm_judge.concurrency": 2}
     summary = judge_flow(str(tmp_path), None, 0, overrides, show_progress=False)
+    assert summary["complete"]
     for source, s in summary["sources"].items():
-        assert s["groups_done"] == s["groups"] == 6, source
+        assert s["judged"] == s["groups"] == 6, source
     rows = pq.read_table(table_files(tmp_path, "judgments")).to_pylist()
     by_source: dict[str, list] = {}
     for r in rows:

@@ -19,7 +19,7 @@ from trainers.evaluate import METRICS, overoptimised, read_evals
 
 def _argv(workdir, model_dir, rm_dir):
     overrides = small_overrides(model_dir, **{
-        "task.n_heldout_prompts": 8, "loop.eval_k": 2, "loop.rounds": 2,
+        "prompts.n_heldout": 8, "loop.eval_k": 2, "loop.rounds": 2,
         "loop.stop_on_overoptimisation": False, "loop.annotator_fraction": 0.5,
         "loop.annotator_cycles": 0.5, "train.epochs": 1,
         "judging.sources": '["verifier", "reward_model"]',
@@ -34,11 +34,13 @@ def test_loop_killed_between_stages_resumes_and_finishes(tmp_path, demo_model_di
     argv = _argv(tmp_path, demo_model_dir, demo_rm_dir)
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / ".prefect")}
     marker = tmp_path / "rounds" / "r000" / "_stages" / "judge.json"
-    proc = subprocess.Popen(argv, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    log = tmp_path / "killed.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(argv, env=env, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=err)
     deadline = time.time() + 600
     while time.time() < deadline and not marker.exists():
-        assert proc.poll() is None, "the loop ended before it could be killed"
+        assert proc.poll() is None, f"the loop ended early: {log.read_text()[-2000:]}"
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -108,5 +110,5 @@ def test_serve_registers_scheduled_deployments(tmp_path, prefect_harness):
     gen, judge = asyncio.run(read())
     assert [s.schedule.cron for s in gen.schedules] == ["15 1 * * *"]
     assert [s.schedule.cron for s in judge.schedules] == ["45 2 * * 1-5"]
-    assert gen.parameters["round_"] == -1
+    assert gen.parameters["round_"] is None
     assert gen.parameters["workdir"] == str(tmp_path.resolve())

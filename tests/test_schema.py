@@ -7,7 +7,7 @@ from pipeline.schema import CANDIDATES, TABLES, SchemaError, describe, validate
 def _row(i=0, **kw):
     row = {"round": 0, "group_id": "r000:p", "prompt_id": "p", "candidate_idx": i,
            "candidate_id": f"r000:p:{i}", "text": "123", "token_ids": [5, 6, 7], "policy": "m",
-           "n_tokens": 4,
+           "n_tokens": 3, "stop_token_id": 2,
            "finish_reason": "stop", "logprob": -1.5, "seed": 7, "config_hash": "abc",
            "injection": None}
     row.update(kw)

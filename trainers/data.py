@@ -23,11 +23,11 @@ from trainers.logprobs import GroupBatch
 @dataclass
 class RankedGroup:
     group_id: str
-    prompt: str
+    prompt_ids: list[int]  # the prompt exactly as the policy saw it (chat template applied)
     candidate_ids: list[str]
     texts: list[str]
     token_ids: list[list[int]]  # as sampled; re-tokenising text can differ (split UTF-8)
-    finished: list[bool]  # False where generation hit max_new_tokens: no EOS is trained
+    stop_ids: list[int | None]  # the stop token that ended each sample; None = truncated
     ranks: list[int]
     weight: float
 
@@ -38,14 +38,19 @@ def load_ranked_groups(workdir: Path, rounds: list[int]) -> list[RankedGroup]:
     for table, stage in (("candidates", "generate"), ("rankings", "rank"), ("groups", "rank")):
         if not table_files(workdir, table):
             raise ValueError(f"{workdir} has no {table} yet; run `grpo {stage}` first")
+        have = {int(p.parent.parent.name[1:]) for p in table_files(workdir, table)}
+        missing = sorted(set(rounds) - have)
+        if missing:
+            raise ValueError(f"round(s) {missing} of {workdir} have no {table} yet; run "
+                             f"`grpo {stage} --round {missing[0]}` first")
     glob = {name: str(workdir / pattern) for name, pattern in TABLE_GLOBS.items()}
     con = duckdb.connect()
     rows = con.execute(f"""
-        SELECT c.group_id, any_value(p.prompt) AS prompt, g.weight,
+        SELECT c.group_id, any_value(p.prompt_token_ids) AS prompt_ids, g.weight,
                list(c.candidate_id ORDER BY c.candidate_idx) AS candidate_ids,
                list(c.text ORDER BY c.candidate_idx) AS texts,
                list(c.token_ids ORDER BY c.candidate_idx) AS token_ids,
-               list(c.finish_reason = 'stop' ORDER BY c.candidate_idx) AS finished,
+               list(c.stop_token_id ORDER BY c.candidate_idx) AS stop_ids,
                list(r.rank ORDER BY c.candidate_idx) AS ranks
         FROM read_parquet('{glob["candidates"]}') c
         JOIN read_parquet('{glob["rankings"]}') r USING (candidate_id)
@@ -60,10 +65,10 @@ def load_ranked_groups(workdir: Path, rounds: list[int]) -> list[RankedGroup]:
 
 
 def groups_fingerprint(groups: list[RankedGroup]) -> str:
-    """Hash of the training data's content (ids, texts, prompts): keys the reference cache."""
+    """Hash of the training data's tokens: keys the reference cache."""
     h = hashlib.sha256()
     for g in groups:
-        h.update(json.dumps([g.prompt, g.candidate_ids, g.token_ids, g.finished]).encode())
+        h.update(json.dumps([g.prompt_ids, g.candidate_ids, g.token_ids, g.stop_ids]).encode())
     return h.hexdigest()[:16]
 
 
@@ -80,17 +85,17 @@ class TokenizedGroup:
         return len(self.prompt_ids) + sum(map(len, self.completion_ids))
 
 
-def tokenize_groups(groups: list[RankedGroup], tokenizer) -> list[TokenizedGroup]:
-    eos = tokenizer.eos_token_id
+def tokenize_groups(groups: list[RankedGroup], fallback_eos: int) -> list[TokenizedGroup]:
+    """The stored token stream, nothing re-tokenised: the prompt ids as rendered for the
+    policy, each completion's sampled ids plus the stop token that ended it (a sample that
+    stopped on its own is trained to stop; a truncated one is not)."""
     out = []
     for g in groups:
-        prompt_ids = tokenizer(g.prompt)["input_ids"]
-        comps = [list(ids) for ids in g.token_ids]
-        # A completion that stopped on its own is trained to stop: its EOS is a target too.
-        comps = [c + [eos] if done else c for c, done in zip(comps, g.finished, strict=True)]
-        # An empty completion still needs one target token to score; EOS stands in.
-        comps = [c or [eos] for c in comps]
-        out.append(TokenizedGroup(prompt_ids, comps, list(g.ranks), g.weight,
+        comps = [list(ids) + ([stop] if stop is not None else [])
+                 for ids, stop in zip(g.token_ids, g.stop_ids, strict=True)]
+        # An empty completion (a stop string at once) still needs one target to score.
+        comps = [c or [fallback_eos] for c in comps]
+        out.append(TokenizedGroup(list(g.prompt_ids), comps, list(g.ranks), g.weight,
                                   list(g.candidate_ids)))
     return out
 
@@ -152,3 +157,26 @@ def to_hf_dataset(groups: list[RankedGroup]):
 
 def from_hf_dataset(dataset) -> list[RankedGroup]:
     return [RankedGroup(**row) for row in dataset]
+
+
+def why_no_training_groups(workdir: Path, rounds: list[int]) -> str:
+    """Say why rounds that were ranked hold no group with weight > 0."""
+    workdir = Path(workdir).resolve()
+    con = duckdb.connect()
+    rows = con.execute(f"""
+        SELECT status, count(*), sum((weight > 0)::INT) FROM
+        read_parquet('{workdir / TABLE_GLOBS["groups"]}')
+        WHERE round IN (SELECT unnest(?)) GROUP BY status ORDER BY status
+    """, [rounds]).fetchall()
+    con.close()
+    counts = {status: n for status, n, _ in rows}
+    total = sum(counts.values())
+    head = f"no ranked group with weight > 0 in round(s) {rounds} of {workdir}"
+    if not total:
+        return f"{head}: they have no groups yet; run `grpo judge` and `grpo rank` first"
+    if counts.get("unranked") == total:
+        return (f"{head}: all {total} groups are unranked because no source with weight > 0 "
+                "judged them (the gold source is always 0): give a judged source a weight in "
+                "rank.weights, or add a source to judging.sources, then `grpo rank` again")
+    return (f"{head}: every group's status ({counts}) has weight 0 under rank.intransitive / "
+            "rank.contested = drop; use downweight or keep, then `grpo rank` again")

@@ -36,6 +36,10 @@ class GroupBatch:
     def k(self) -> int:
         return self.completion_ids.shape[1]
 
+    def to(self, device) -> GroupBatch:
+        return GroupBatch(*(x.to(device) for x in (self.prompt_ids, self.prompt_mask,
+                                                   self.completion_ids, self.completion_mask)))
+
     def n_tokens(self, shared_prompt: bool = True) -> int:
         """Token positions a forward pass processes (padding included)."""
         b, p = self.prompt_ids.shape

@@ -38,9 +38,14 @@ from trainers.data import (
     load_ranked_groups,
     plan_batches,
     tokenize_groups,
+    why_no_training_groups,
 )
 from trainers.losses import LossType, groupwise_loss, ranking_accuracy
-from trainers.reference import cached_reference_logps, group_logps_by_candidate
+from trainers.reference import (
+    cached_reference_logps,
+    group_logps_by_candidate,
+    load_for_inference,
+)
 
 CKPT_PREFIX = "step-"
 
@@ -90,7 +95,11 @@ def _ref_tensor(values: list, k: int) -> torch.Tensor:
 
 
 def train(cfg: Config, workdir: Path, rounds: list[int], policy_dir: Path, ref_dir: Path,
-          output_dir: Path, resume: bool = False, show_progress: bool = True) -> TrainResult:
+          output_dir: Path, resume: bool = False, show_progress: bool = True,
+          overwrite: bool = False) -> TrainResult:
+    """Train ``policy_dir`` on the ranked groups of ``rounds`` into ``output_dir``. An
+    existing model there is replaced only with ``overwrite`` (the loop's own re-runs, or
+    ``grpo train --force``): it may be what later rounds were generated with."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -102,20 +111,23 @@ def train(cfg: Config, workdir: Path, rounds: list[int], policy_dir: Path, ref_d
     output_dir = Path(output_dir)
     ckpt_dir = output_dir.with_name(output_dir.name + ".checkpoints")
     metrics_path = ckpt_dir / "metrics.jsonl"
+    if (output_dir / "config.json").exists() and not (overwrite or resume):
+        raise ValueError(f"train: {output_dir} already holds a model (later rounds may have "
+                         "been generated with it); pass --force to replace it, or --output "
+                         "to write elsewhere")
 
     ranked = load_ranked_groups(workdir, rounds)
     if not ranked:
-        raise ValueError(f"no ranked groups with weight > 0 in rounds {rounds} of {workdir}; "
-                         "judge and rank them first")
+        raise ValueError(why_no_training_groups(workdir, rounds))
     tokenizer = AutoTokenizer.from_pretrained(policy_dir)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else \
         tokenizer.eos_token_id
-    groups = tokenize_groups(ranked, tokenizer)
+    groups = tokenize_groups(ranked, tokenizer.eos_token_id)
 
     ref_path, ref_hit, ref_values = None, False, None
     if not t.reference_free:
         def compute() -> dict[str, float]:
-            ref_model = AutoModelForCausalLM.from_pretrained(ref_dir, dtype=torch.float32)
+            ref_model = load_for_inference(ref_dir)
             values = group_logps_by_candidate(ref_model, groups, pad_id, t.groups_per_batch,
                                               t.max_batch_tokens)
             del ref_model

@@ -1,19 +1,19 @@
 """Reference log-probs, computed once per (reference model, data) and cached in Parquet.
 
 Training then holds one model in memory instead of two. The cache file's name carries a
-fingerprint of the reference model (its config, tokenizer and weight files) and of the
-data, so a changed model or dataset never reuses stale numbers.
+content fingerprint of the reference model (every file, hashed once and cached by path,
+size and mtime) and of the data, so a changed model or dataset never reuses stale numbers.
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pyarrow as pa
 import torch
 
-from pipeline.atomic import TMP_MARK, read_parquet_checked, write_parquet_atomic
+from pipeline.atomic import read_parquet_checked, write_parquet_atomic
+from pipeline.fingerprints import model_fingerprint
 from pipeline.schema import Column, Table
 from trainers.data import TokenizedGroup, collate, plan_batches
 from trainers.logprobs import group_logps
@@ -24,26 +24,15 @@ REF_CACHE = Table(
      Column("ref_logp", pa.float64(), "summed log-prob of its completion under the reference")),
     key=("candidate_id",),
 )
-_SAMPLE = 1 << 20
 
 
-def model_fingerprint(model_dir: Path) -> str:
-    """Config, tokenizer and weights (size plus first and last MiB of each weight file:
-    cheap on a 70B checkpoint, and any retraining changes those bytes)."""
-    h = hashlib.sha256()
-    for f in sorted(Path(model_dir).iterdir()):
-        if not f.is_file() or TMP_MARK in f.name:
-            continue
-        if f.suffix in (".json", ".txt", ".model"):
-            h.update(f.name.encode() + f.read_bytes())
-        elif f.suffix in (".safetensors", ".bin"):
-            size = f.stat().st_size
-            with open(f, "rb") as fh:
-                head = fh.read(_SAMPLE)
-                fh.seek(max(0, size - _SAMPLE))
-                tail = fh.read(_SAMPLE)
-            h.update(f.name.encode() + str(size).encode() + head + tail)
-    return h.hexdigest()[:16]
+def load_for_inference(model_dir: Path):
+    """A causal LM for scoring only (reference pass, evaluation): on the accelerator when
+    there is one, in the dtype its weights were saved in (never fp32 copies of a bf16 7B)."""
+    from transformers import AutoModelForCausalLM
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto").to(device).eval()
 
 
 @torch.no_grad()
@@ -52,10 +41,11 @@ def group_logps_by_candidate(model, groups: list[TokenizedGroup], pad_id: int,
     """Summed completion log-probs under ``model`` (prompt once per group), by candidate id:
     the reference pass of training, and the policy/base passes of evaluation."""
     model.eval()
+    device = next(model.parameters()).device
     out: dict[str, float] = {}
     for idx in plan_batches(groups, list(range(len(groups))), groups_per_batch, max_tokens):
         batch, ranks, _ = collate([groups[i] for i in idx], pad_id)
-        logps = group_logps(model, batch)
+        logps = group_logps(model, batch.to(device))
         for row, i in enumerate(idx):
             for j, cid in enumerate(groups[i].candidate_ids):
                 out[cid] = float(logps[row, j])
@@ -65,7 +55,8 @@ def group_logps_by_candidate(model, groups: list[TokenizedGroup], pad_id: int,
 def cached_reference_logps(cache_dir: Path, ref_dir: Path, data_fingerprint: str,
                            compute) -> tuple[dict[str, float], Path, bool]:
     """(logps by candidate id, cache path, hit?) ; ``compute()`` runs only on a miss."""
-    path = Path(cache_dir) / f"ref_logps-{model_fingerprint(ref_dir)}-{data_fingerprint}.parquet"
+    fp = model_fingerprint(ref_dir, Path(cache_dir) / "fingerprints.json")
+    path = Path(cache_dir) / f"ref_logps-{fp}-{data_fingerprint}.parquet"
     if path.exists():
         t = read_parquet_checked(path, REF_CACHE)
         return dict(zip(t.column("candidate_id").to_pylist(),

@@ -31,21 +31,30 @@ TIE_TOL = 1e-6  # strengths closer than this are a tie
 MARGIN_TOL = 1e-9
 
 
+def configured_weight(source: str, cfg: RankConfig) -> float:
+    """First matching GLOB=WEIGHT wins; else the default weight."""
+    for item in cfg.weights:
+        pattern, _, weight = item.rpartition("=")
+        if fnmatch.fnmatchcase(source, pattern):
+            return float(weight)
+    return cfg.default_weight
+
+
 def source_weights(sources: list[str], cfg: RankConfig,
-                   estimated: dict[str, float] | None = None) -> np.ndarray:
-    """First matching GLOB=WEIGHT wins; estimated weights (if any) override patterns."""
+                   estimated: dict[str, float] | None = None,
+                   zero: list[str] | tuple[str, ...] = ()) -> np.ndarray:
+    """Configured weights; estimated weights (if any) replace them, except that a source
+    configured at 0 and the ``zero`` sources (the held-out gold) stay 0 whatever the
+    estimate says: a held-out measure must never leak into training."""
     out = []
     for source in sources:
-        if estimated and source in estimated:
+        weight = configured_weight(source, cfg)
+        if source in zero or weight == 0:
+            out.append(0.0)
+        elif estimated and source in estimated:
             out.append(estimated[source])
-            continue
-        for item in cfg.weights:
-            pattern, _, weight = item.rpartition("=")
-            if fnmatch.fnmatchcase(source, pattern):
-                out.append(float(weight))
-                break
         else:
-            out.append(cfg.default_weight)
+            out.append(weight)
     return np.asarray(out, dtype=np.float32)
 
 

@@ -37,7 +37,8 @@ class RankSummary:
     estimated_from: str | None
 
 
-def read_round(workdir: Path, round_: int) -> tuple[pl.LazyFrame, pl.DataFrame]:
+def read_round(workdir: Path, round_: int, judgment_files: list[Path] | None = None
+               ) -> tuple[pl.LazyFrame, pl.DataFrame]:
     rdir = round_dir(workdir, round_)
     shards = sorted((rdir / "candidates").glob("*.parquet"))
     if not shards:
@@ -45,7 +46,8 @@ def read_round(workdir: Path, round_: int) -> tuple[pl.LazyFrame, pl.DataFrame]:
                          "first")
     cands = pl.read_parquet(shards, columns=["round", "group_id", "candidate_id",
                                              "candidate_idx"])
-    jfiles = sorted((rdir / "judgments").glob("*.parquet"))
+    jfiles = sorted(judgment_files) if judgment_files is not None else \
+        sorted((rdir / "judgments").glob("*.parquet"))
     if not jfiles:
         raise ValueError(f"round {round_} has no judgments; run `grpo judge` first")
     return pl.scan_parquet(jfiles), cands
@@ -78,12 +80,17 @@ def estimate_weights(data: PreferenceData, trusted_glob: str, chunk: int) -> dic
     return out
 
 
-def rank_round(workdir: Path, round_: int, cfg: RankConfig) -> RankSummary:
-    judgments, cands = read_round(workdir, round_)
+def rank_round(workdir: Path, round_: int, cfg: RankConfig,
+               judgment_files: list[Path] | None = None,
+               zero_weight: list[str] | tuple[str, ...] = ()) -> RankSummary:
+    """``judgment_files``: the files to merge (default: every judgment file of the round);
+    ``zero_weight``: sources that never shape the consensus (the gold source)."""
+    judgments, cands = read_round(workdir, round_, judgment_files)
     data = build_preferences(judgments, cands)
     estimated = estimate_weights(data, cfg.estimate_weights_from, cfg.chunk_groups) \
         if cfg.estimate_weights_from else {}
-    w = source_weights(data.sources, cfg, {k: v["weight"] for k, v in estimated.items()})
+    w = source_weights(data.sources, cfg, {k: v["weight"] for k, v in estimated.items()},
+                       zero=zero_weight)
     weights = torch.from_numpy(w)
 
     rankings, groups, cycles, agreement = [], [], [], []

@@ -198,7 +198,7 @@ class LLMJudge:
         view_scores: list[list[float]] = []
         for v, perm in enumerate(views_for(group.group_id, k, cfg.views, self.seed)):
             shown = [group.texts[c] for c in perm]
-            reply = self.client.ask(listwise_prompt(group.prompt, shown, cfg.score_low,
+            reply = self.client.ask(listwise_prompt(group.messages, shown, cfg.score_low,
                                                     cfg.score_high),
                                     score_constraint(cfg, k), seed=self.seed + v)
             parsed = _parse_reply(reply, lambda text: parse_scores(text, k, cfg.score_low,
@@ -221,7 +221,7 @@ class LLMJudge:
             pair_verdicts = []
             for v, (first, second) in enumerate(((i, j), (j, i))):
                 reply = self.client.ask(
-                    pairwise_prompt(group.prompt, group.texts[first], group.texts[second]),
+                    pairwise_prompt(group.messages, group.texts[first], group.texts[second]),
                     pairwise_constraint(self.cfg), seed=self.seed + v)
                 parsed = _parse_reply(reply, parse_pairwise)
                 # Verdicts are stored from i's side: 1 = i better than j.

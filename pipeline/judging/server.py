@@ -27,13 +27,13 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def vllm_server(model_dir: Path, served_name: str, port: int = 0, log_path: Path | None = None,
-                startup_timeout_s: float = 300) -> Iterator[str]:
+                startup_timeout_s: float = 300, dtype: str = "bfloat16") -> Iterator[str]:
     """Yields the server's base URL (``http://127.0.0.1:PORT/v1``); stops it on exit."""
     port = port or free_port()
     configure_cpu_engine(1.0)
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
            "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(port),
-           "--dtype", "bfloat16", "--enforce-eager", "--max-num-seqs", "64"]
+           "--dtype", dtype, "--enforce-eager", "--max-num-seqs", "64"]
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ),
                             start_new_session=True)

@@ -55,3 +55,20 @@ def get_task(name: str) -> Task:
 def _load_builtin_tasks() -> None:
     # Imported lazily so that registering has no import-order trap.
     from pipeline.tasks import sort_digits  # noqa: F401
+
+
+def write_prompts_file(task: Task, path, n_train: int, n_heldout: int, seed: int = 0) -> int:
+    """The task's prompts as a user's prompts file: JSON lines of ``{id, messages,
+    reference, split}`` (read back with prompts.column = messages, id_column = id,
+    reference_column = reference, split_column = split). Returns the rows written."""
+    import json
+    from pathlib import Path
+
+    from pipeline.atomic import write_text_atomic
+
+    rows = task.prompts("train", n_train, seed=seed) + task.prompts("heldout", n_heldout,
+                                                                     seed=seed)
+    lines = [json.dumps({"id": p.prompt_id, "messages": [{"role": "user", "content": p.prompt}],
+                         "reference": p.reference, "split": p.split}) for p in rows]
+    write_text_atomic("".join(line + "\n" for line in lines), Path(path))
+    return len(lines)
