@@ -72,7 +72,17 @@ class Plan:
     moves: dict[str, set[tuple[str, str]]] = field(default_factory=dict)  # old file -> units
 
 
-def plan(entries: list[Entry], known: dict[str, KnownGroup], live: pl.DataFrame) -> Plan:
+def moved_by(workdir: Path, sha: str) -> pl.DataFrame:
+    """Rows this import has already moved into the history (a retry finds them there)."""
+    files = sorted(Path(workdir).glob(f"rounds/*/judgments/superseded/*--by-{sha[:16]}.parquet"))
+    return pl.read_parquet(files) if files else pl.DataFrame(
+        schema=pl.from_arrow(SUPERSEDED_JUDGMENTS.empty()).schema)
+
+
+def plan(entries: list[Entry], known: dict[str, KnownGroup], live: pl.DataFrame,
+         moved: pl.DataFrame) -> Plan:
+    """What to write and what to move; ``live`` without this file's own outputs, ``moved``
+    what this file moved before a crash (those units count as replaced, not new)."""
     units: dict[tuple[str, str], list[dict]] = {}
     for e in entries:
         if not e.accepted:
@@ -88,6 +98,7 @@ def plan(entries: list[Entry], known: dict[str, KnownGroup], live: pl.DataFrame)
         wanted = pl.DataFrame({"source": [s for s, _ in units], "group_id": [g for _, g in units]})
         for r in live.join(wanted, on=["source", "group_id"], how="semi").iter_rows(named=True):
             existing.setdefault((r["source"], r["group_id"]), []).append(r)
+    already = set(zip(moved["source"], moved["group_id"], strict=True))
     out = Plan()
     for unit, rows in units.items():
         before = existing.get(unit)
@@ -95,8 +106,9 @@ def plan(entries: list[Entry], known: dict[str, KnownGroup], live: pl.DataFrame)
             out.unchanged.add(unit)
             continue
         out.rows.setdefault(rows[0]["round"], []).extend(rows)
-        if before:
+        if before or unit in already:
             out.replaced.add(unit)
+        if before:
             for r in before:
                 out.moves.setdefault(r["_file"], set()).add(unit)
     return out
@@ -112,9 +124,8 @@ def write_live(workdir: Path, sha: str, rows_by_round: dict[int, list[dict]]) ->
     return outputs
 
 
-def supersede(workdir: Path, sha: str, moves: dict[str, set[tuple[str, str]]]) -> int:
-    """Move the replaced units' rows out of their old files; returns rows moved."""
-    moved = 0
+def supersede(workdir: Path, sha: str, moves: dict[str, set[tuple[str, str]]]) -> None:
+    """Move the replaced units' rows out of their old files."""
     for old, units in sorted(moves.items()):
         old = Path(old)
         table = pl.read_parquet(old)
@@ -132,5 +143,3 @@ def supersede(workdir: Path, sha: str, moves: dict[str, set[tuple[str, str]]]) -
             write_parquet_atomic(keep.select(JUDGMENT_COLUMNS).to_arrow(), old, JUDGMENTS)
         else:
             old.unlink()
-        moved += gone.height
-    return moved

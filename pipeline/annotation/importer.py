@@ -86,9 +86,10 @@ def import_human_file(workdir: Path, path: Path) -> ImportReport:
     known = known_groups(workdir)
     check_against_store(entries, known)
     mark_duplicates_and_conflicts(entries)
-    plan = history.plan(entries, known, history.read_live(workdir, exclude_sha16=sha[:16]))
+    plan = history.plan(entries, known, history.read_live(workdir, exclude_sha16=sha[:16]),
+                        history.moved_by(workdir, sha))
     outputs = history.write_live(workdir, sha, plan.rows)
-    moved = history.supersede(workdir, sha, plan.moves)
+    history.supersede(workdir, sha, plan.moves)
     outputs.append(_write_quarantine(workdir, path, sha, entries))
 
     report = ImportReport(
@@ -101,7 +102,7 @@ def import_human_file(workdir: Path, path: Path) -> ImportReport:
         groups_new=len({(r["source"], r["group_id"]) for rs in plan.rows.values()
                         for r in rs}) - len(plan.replaced),
         groups_replaced=len(plan.replaced), groups_unchanged=len(plan.unchanged),
-        superseded_rows=moved, outputs=outputs)
+        superseded_rows=history.moved_by(workdir, sha).height, outputs=outputs)
     assert report.accepted + report.quarantined + sum(report.skipped.values()) \
         == report.rows_read, report
     write_marker(report, marker)  # last: the import is done
