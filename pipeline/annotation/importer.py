@@ -124,7 +124,11 @@ def read_entries(path: Path, raw: bytes) -> tuple[str, list[Entry]]:
             raise ImportFileError(f"{path}: not UTF-8 text ({err}); export the sheet as "
                                   "UTF-8 CSV") from err
         obj = _json_document(text) if suffix == ".json" else None
-        if label_studio.is_export(obj):
+        if label_studio.is_tasks(obj):
+            if not label_studio.has_annotations(obj):
+                raise ImportFileError(f"{path}: Label Studio tasks without annotations; import "
+                                      "the project's JSON export (Export > JSON), not the "
+                                      "tasks file written by export-annotation")
             return "label-studio", label_studio.entries(obj)
         if isinstance(obj, list):  # a JSON array of records (Argilla's to_list, or rows)
             records = [(n, r if isinstance(r, dict) else {"__unparsable__": json.dumps(r)})

@@ -68,9 +68,14 @@ def task(export_id: str, group_id: str, prompt: str, ids: list[str], texts: list
     return {"data": data}
 
 
-def is_export(obj) -> bool:
-    return (isinstance(obj, list) and bool(obj) and all(
-        isinstance(t, dict) and "data" in t and "annotations" in t for t in obj))
+def is_tasks(obj) -> bool:
+    """Label Studio tasks: its JSON export, or (without annotations) the tasks file."""
+    return (isinstance(obj, list) and bool(obj)
+            and all(isinstance(t, dict) and isinstance(t.get("data"), dict) for t in obj))
+
+
+def has_annotations(tasks: list[dict]) -> bool:
+    return any("annotations" in t for t in tasks)
 
 
 def _annotator(completed_by) -> str | None:
@@ -136,10 +141,13 @@ def _votes(result, data: dict) -> tuple[list[Vote], str | None]:
                     return [], "an item in two buckets"
                 ranks[cid] = int(match.group(1))
     else:  # a Ranker without buckets: the one list, in the annotator's order
-        lists = [ids for key, ids in ranker.items() if key != "_"]
-        if len(lists) != 1 or len(set(lists[0])) < len(lists[0]):
-            return [], "malformed ranker value"
-        ranks = {cid: pos for pos, cid in enumerate(lists[0], 1)}
+        keys = [key for key in ranker if key != "_"]
+        if len(keys) != 1 or keys[0] not in (LIST, RANKER):
+            return [], f"unknown bucket {keys[0]!r}" if keys else "nothing ranked"
+        order = ranker[keys[0]]
+        if len(set(order)) < len(order):
+            return [], "an item ranked twice"
+        ranks = {cid: pos for pos, cid in enumerate(order, 1)}
     if not ranks:
         return [], "nothing ranked"
     return [Vote(cid, "rank", float(r)) for cid, r in ranks.items()], None
