@@ -171,8 +171,8 @@ QUARANTINE = Table(
     key=("file_sha256", "row_number"),
 )
 
-SUPERSEDED_JUDGMENTS = Table(
-    "superseded_judgments",
+SUPERSEDED_HUMAN = Table(
+    "superseded_human",
     "Human judgments replaced by a later import from the same annotator for the same group "
     "(the history behind `judgments`; only the newest ranking is merged).",
     (
@@ -214,7 +214,7 @@ EVALS = Table(
 
 TABLES: dict[str, Table] = {t.name: t for t in
                             (PROMPTS, CANDIDATES, JUDGMENTS, RANKINGS, GROUPS, CYCLES, AGREEMENT,
-                             QUARANTINE, EVALS, SUPERSEDED_JUDGMENTS, ANNOTATION_EXPORTS)}
+                             QUARANTINE, EVALS, SUPERSEDED_HUMAN, ANNOTATION_EXPORTS)}
 
 
 def validate(table: pa.Table, spec: Table, where: str = "") -> pa.Table:

@@ -26,7 +26,7 @@ def _rows(annotator, ranks_g0, ranks_g1=None):
 
 
 def _superseded(workdir) -> pl.DataFrame:
-    files = table_files(workdir, "superseded_judgments")
+    files = table_files(workdir, "superseded_human")
     return pl.read_parquet(files) if files else pl.DataFrame()
 
 
@@ -69,7 +69,7 @@ def test_a_corrected_file_replaces_that_annotators_ranking_of_its_groups(tmp_pat
     try:
         assert con.execute("SELECT count(*) FROM judgments WHERE source = 'human:alice'"
                            ).fetchone()[0] == 6
-        assert con.execute("SELECT count(*) FROM superseded_judgments").fetchone()[0] == 3
+        assert con.execute("SELECT count(*) FROM superseded_human").fetchone()[0] == 3
     finally:
         con.close()
     hist = run_query(tmp_path, "human_history").to_pylist()

@@ -5,7 +5,7 @@
 - ``importer``: ``grpo import-human`` for every format (``rows``, ``label_studio``,
   ``argilla`` read a file into ``entries``; ``checks`` holds them against the store);
 - ``history``: the rule for corrected files (the newest import from an annotator on a group
-  replaces the earlier one, which moves to ``superseded_judgments``).
+  replaces the earlier one, which moves to ``superseded_human``).
 """
 
 from pipeline.annotation.exporter import FORMATS, ExportResult, export_annotation

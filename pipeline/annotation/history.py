@@ -3,7 +3,7 @@
 The rule: the newest import speaks for an annotator on a group. When an imported file holds
 an accepted ranking (or pairwise verdicts) from annotator A on group G, that becomes A's
 whole say on G; A's earlier rows for G are moved out of ``judgments`` into
-``rounds/rNNN/judgments/superseded/`` (the ``superseded_judgments`` table, with the file they
+``rounds/rNNN/judgments/superseded/human/`` (the ``superseded_human`` table, with the file they
 came from and the file that replaced them), never deleted. A file that says about (A, G)
 exactly what the store already says changes nothing. Groups a file does not cover keep A's
 earlier rows. Tool suggestions imported as ``suggestion:AGENT`` follow the same rule.
@@ -24,10 +24,11 @@ import pyarrow as pa
 from pipeline.annotation.checks import KnownGroup
 from pipeline.annotation.entries import Entry
 from pipeline.atomic import write_parquet_atomic
-from pipeline.schema import JUDGMENTS, SUPERSEDED_JUDGMENTS
+from pipeline.schema import JUDGMENTS, SUPERSEDED_HUMAN
 from pipeline.store import round_dir
 
 PREFIX = "human--"
+HISTORY = Path("superseded") / "human"  # under judgments/, beside set-aside machine files
 JUDGMENT_COLUMNS = [c.name for c in JUDGMENTS.columns]
 
 
@@ -74,9 +75,9 @@ class Plan:
 
 def moved_by(workdir: Path, sha: str) -> pl.DataFrame:
     """Rows this import has already moved into the history (a retry finds them there)."""
-    files = sorted(Path(workdir).glob(f"rounds/*/judgments/superseded/*--by-{sha[:16]}.parquet"))
+    files = sorted(Path(workdir).glob(f"rounds/*/judgments/{HISTORY}/*--by-{sha[:16]}.parquet"))
     return pl.read_parquet(files) if files else pl.DataFrame(
-        schema=pl.from_arrow(SUPERSEDED_JUDGMENTS.empty()).schema)
+        schema=pl.from_arrow(SUPERSEDED_HUMAN.empty()).schema)
 
 
 def plan(entries: list[Entry], known: dict[str, KnownGroup], live: pl.DataFrame,
@@ -135,10 +136,10 @@ def supersede(workdir: Path, sha: str, moves: dict[str, set[tuple[str, str]]]) -
         keep = table.join(unit_df, on=["source", "group_id"], how="anti")
         history = gone.with_columns(pl.lit(_sha16(old)).alias("imported_from"),
                                     pl.lit(sha[:16]).alias("superseded_by"))
-        target = old.parent / "superseded" / f"{old.stem}--by-{sha[:16]}.parquet"
+        target = old.parent / HISTORY / f"{old.stem}--by-{sha[:16]}.parquet"
         # History first: a crash between the two writes leaves the rows in both places,
         # and the retry (same names) finishes the move; never in neither.
-        write_parquet_atomic(history.to_arrow(), target, SUPERSEDED_JUDGMENTS)
+        write_parquet_atomic(history.to_arrow(), target, SUPERSEDED_HUMAN)
         if keep.height:
             write_parquet_atomic(keep.select(JUDGMENT_COLUMNS).to_arrow(), old, JUDGMENTS)
         else:
