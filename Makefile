@@ -3,10 +3,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 WORKDIR ?= runs/demo
 
-.PHONY: install demo test test-quick lint bench clean
+.PHONY: install install-label-studio demo test test-quick lint bench clean
 
 install:
 	@bash scripts/install.sh
+
+# Label Studio in its own venv (.venv-label-studio), for the annotation round-trip test.
+install-label-studio:
+	@bash scripts/install_label_studio.sh
 
 demo: install
 	$(BIN)/grpo demo --workdir $(WORKDIR)
@@ -14,7 +18,7 @@ demo: install
 lint: install
 	$(BIN)/ruff check .
 
-test: install lint
+test: install install-label-studio lint
 	$(BIN)/pytest
 
 # While working: everything but the tests that start vLLM or a subprocess pipeline.

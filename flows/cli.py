@@ -88,15 +88,32 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _round(p, "the newest fully judged round")
 
-    p = sub.add_parser("export-annotation", help="write groups for human annotators (CSV, JSONL)")
+    p = sub.add_parser("export-annotation", help="write groups for human annotators (CSV + "
+                                                 "JSON lines, Label Studio or Argilla)")
     _common(p)
     _round(p, "the newest round with candidates")
     p.add_argument("--out", type=Path, default=None, help="folder (default WORKDIR/annotation)")
-    p.add_argument("--groups", type=int, default=None, help="at most this many groups")
+    p.add_argument("--groups", type=int, default=None,
+                   help="at most this many groups (default: every eligible group)")
+    p.add_argument("--format", choices=["csv", "label-studio", "argilla"], default="csv",
+                   help="csv: CSV + JSON lines twin; label-studio: tasks JSON + labeling "
+                        "config; argilla: a Dataset.to_disk directory (default csv)")
+    p.add_argument("--select", choices=["random", "disagreement", "uncertainty", "cycles"],
+                   default="random",
+                   help="which groups: random (default, unbiased), disagreement (lowest "
+                        "Kendall tau between machine sources), uncertainty (smallest "
+                        "consensus strength gap), cycles (groups with preference cycles)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="random seed (default: the export's number, so each export draws anew)")
+    p.add_argument("--include-annotated", action="store_true",
+                   help="also export groups someone has ranked already")
 
-    p = sub.add_parser("import-human", help="import annotators' rankings (CSV or JSONL)")
+    p = sub.add_parser("import-human", help="import annotators' rankings: CSV or JSON lines "
+                                            "rows, Label Studio or Argilla exports")
     _common(p)
-    p.add_argument("file", type=Path, help="ranking rows or pairwise rows; see README")
+    p.add_argument("file", type=Path, help="ranking rows, pairwise rows, an export's filled-in "
+                                           "JSON lines, a Label Studio JSON export or an "
+                                           "Argilla flattened export; see README")
 
     p = sub.add_parser("train", help="groupwise preference training on ranked rounds "
                                      "(Prefect flow)")
@@ -219,19 +236,21 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
 
     if cmd == "export-annotation":
-        from pipeline.humans import export_annotation
+        from dataclasses import asdict
+
+        from pipeline.annotation import export_annotation
 
         round_ = args.round if args.round is not None else \
             rounds.newest_round(workdir, "generate", cmd, "is fully generated")
         _require_round(workdir, round_, "generate")
         _say(cmd, f"round {round_}")
-        csv_path, jsonl_path = export_annotation(workdir, round_,
-                                                 args.out or workdir / "annotation", args.groups)
-        _print({"round": round_, "csv": str(csv_path), "jsonl": str(jsonl_path)})
+        result = export_annotation(workdir, round_, args.out, args.groups, args.format,
+                                   args.select, args.seed, args.include_annotated)
+        _print(asdict(result))
         return 0
 
     if cmd == "import-human":
-        from pipeline.humans import import_human_file
+        from pipeline.annotation import import_human_file
 
         if not args.file.is_file():
             raise FileNotFoundError(f"no such file {args.file}")

@@ -182,11 +182,42 @@ QUARANTINE = Table(
     (
         _c("source_file", pa.string(), "file the row came from"),
         _c("file_sha256", pa.string(), "content hash of that file (re-imports are no-ops)"),
-        _c("row_number", pa.int64(), "1-based row in that file"),
+        _c("row_number", pa.int64(), "where to look: the spreadsheet row of a CSV (header = 1), "
+           "the line of JSON lines, the position of the result in a JSON export"),
         _c("reason", pa.string(), "why it was rejected"),
         _c("raw", pa.string(), "the row as read"),
     ),
     key=("file_sha256", "row_number"),
+)
+
+SUPERSEDED_HUMAN = Table(
+    "superseded_human",
+    "Human judgments replaced by a later import from the same annotator for the same group "
+    "(the history behind `judgments`; only the newest ranking is merged).",
+    (
+        *JUDGMENTS.columns,
+        _c("imported_from", pa.string(), "first 16 hex digits of the SHA-256 of their file"),
+        _c("superseded_by", pa.string(), "same, of the imported file that replaced them"),
+    ),
+    key=("candidate_id", "source", "view", "opponent_id", "superseded_by"),
+)
+
+ANNOTATION_EXPORTS = Table(
+    "annotation_exports", "Which groups each annotation export sent to people, and how they "
+    "were chosen (a selected sample vs a random one).",
+    (
+        ROUND, GROUP_ID,
+        _c("export_id", pa.string(), "rNNN-eNNNN, also in the exported files' names"),
+        _c("position", pa.int32(), "1-based place in the export, in the order chosen"),
+        _c("selection", pa.string(), "random, disagreement, uncertainty or cycles"),
+        _c("selection_score", pa.float64(), "what it was chosen on: mean Kendall tau between "
+           "machine sources (disagreement), smallest consensus strength gap between neighbours "
+           "(uncertainty), 3-cycles over all sources (cycles); null for random", True),
+        _c("seed", pa.int64(), "seed of the random order (random picks, ties between scores)"),
+        _c("format", pa.string(), "csv, label-studio or argilla"),
+        _c("exported_at", pa.string(), "UTC time of the export, ISO 8601"),
+    ),
+    key=("export_id", "group_id"),
 )
 
 EVALS = Table(
@@ -213,7 +244,7 @@ EVAL_SCORES = Table(
 
 TABLES: dict[str, Table] = {t.name: t for t in
                             (PROMPTS, CANDIDATES, JUDGMENTS, RANKINGS, GROUPS, CYCLES, AGREEMENT,
-                             QUARANTINE, EVALS)}
+                             QUARANTINE, EVALS, SUPERSEDED_HUMAN, ANNOTATION_EXPORTS)}
 
 
 def validate(table: pa.Table, spec: Table, where: str = "") -> pa.Table:
@@ -247,11 +278,18 @@ def validate(table: pa.Table, spec: Table, where: str = "") -> pa.Table:
 
 
 def _castable(actual: pa.DataType, expected: pa.DataType) -> bool:
-    # Only between integer or float kinds (and lists of them): never string <-> number.
-    lists = (pa.types.is_list(actual) or pa.types.is_large_list(actual))
-    if lists and pa.types.is_list(expected):  # polars writes large_list
-        return actual.value_type == expected.value_type or _castable(actual.value_type,
-                                                                     expected.value_type)
+    """Only between kinds that hold the same values: integer or float widths, large and
+    normal strings and lists (polars writes the large ones), and lists and structs of such;
+    never string <-> number."""
+    if actual == expected:
+        return True
+    lists = pa.types.is_list(actual) or pa.types.is_large_list(actual)
+    if lists and pa.types.is_list(expected):
+        return _castable(actual.value_type, expected.value_type)
+    if pa.types.is_struct(actual) and pa.types.is_struct(expected):
+        names = [f.name for f in actual]
+        return names == [f.name for f in expected] and all(
+            _castable(a.type, e.type) for a, e in zip(actual, expected, strict=True))
     ints = pa.types.is_integer
     floats = pa.types.is_floating
     return (ints(actual) and ints(expected)) or (floats(actual) and floats(expected)) or (

@@ -25,6 +25,8 @@ TABLE_GLOBS: dict[str, str] = {
     "agreement": "rounds/*/agreement/*.parquet",
     "quarantine": "quarantine/*.parquet",
     "evals": "rounds/*/evals.parquet",
+    "superseded_human": "rounds/*/judgments/superseded/human/*.parquet",
+    "annotation_exports": "rounds/*/annotation_exports/*.parquet",
 }
 assert set(TABLE_GLOBS) == set(TABLES), "every schema table needs a home on disk"
 

@@ -1,79 +1,86 @@
-"""Human rankings: a file with every kind of bad row, both formats, re-import, export."""
+"""Human rankings from files people fill in: every kind of bad row, both row layouts, row
+numbers as a person sees them, rows nobody annotated, any round number."""
 
 from __future__ import annotations
 
-import csv
 import json
 
 import polars as pl
 import pytest
 
 from flows.cli import main
+from pipeline.annotation import ImportFileError, import_human_file
 from pipeline.config import load_config
 from pipeline.consensus.stage import rank_round
-from pipeline.humans import ImportFileError, export_annotation, import_human_file
-from pipeline.store import round_dir, table_files
+from pipeline.humans import import_human_file as import_through_old_name
+from pipeline.store import round_dir
+from tests.annotation_helpers import (
+    human_judgments,
+    quarantine,
+    ranks_of,
+    write_csv,
+    write_round_numbered,
+)
 from tests.judge_helpers import write_round
 
 G0, G1 = "r000:p000", "r000:p001"
+RANK_HEADER = ["group_id", "candidate_id", "rank", "annotator"]
 
 
-def _write_csv(path, header, rows, bom=True):
-    with open(path, "w", newline="", encoding="utf-8-sig" if bom else "utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(header)
-        w.writerows(rows)
-    return path
+def _reasons(workdir) -> dict[int, str]:
+    q = quarantine(workdir)
+    return dict(zip(q["row_number"].to_list(), q["reason"].to_list(), strict=True))
 
 
 def test_ranking_file_with_every_bad_row_kind(tmp_path):
     write_round(tmp_path, ["ok", "ok"], k=3)
-    rows = [
-        [G0, f"{G0}:0", 1, "alice"],      # 1 ok
-        [G0, f"{G0}:1", 2, "alice"],      # 2 ok
-        [G0, f"{G0}:2", 2, "alice"],      # 3 ok: a tie with row 2
-        [G0, f"{G0}:0", 1, "alice"],      # 4 duplicate of row 1
-        ["r000:nope", f"{G0}:0", 1, "bob"],  # 5 unknown group
-        [G0, f"{G1}:0", 1, "bob"],        # 6 candidate of another group
-        [G0, f"{G0}:1", 4, "bob"],        # 7 rank out of range (k = 3)
-        [G0, f"{G0}:1", "=1+1", "bob"],   # 8 formula in rank
-        [G0, f"{G0}:1", 1, "=HYPERLINK(\"x\")"],  # 9 formula in annotator
-        [G1, f"{G1}:0", 1, "carol"],      # 10 conflicts with 11
-        [G1, f"{G1}:0", 3, "carol"],      # 11
-        [G1, f"{G1}:1", 1, "dave"],       # 12 ok
-        [G1, f"{G1}:2", 2, "dave"],       # 13 ok
-        [G1, "", 1, "dave"],              # 14 missing candidate
-        [G1, f"{G1}:0", "two", "dave"],   # 15 not an integer
+    rows = [                              # spreadsheet row (the header is row 1)
+        [G0, f"{G0}:0", 1, "alice"],      # 2 ok
+        [G0, f"{G0}:1", 2, "alice"],      # 3 ok
+        [G0, f"{G0}:2", 2, "alice"],      # 4 ok: a tie with row 3
+        [G0, f"{G0}:0", 1, "alice"],      # 5 duplicate of row 2
+        ["r000:nope", f"{G0}:0", 1, "bob"],  # 6 unknown group
+        [G0, f"{G1}:0", 1, "bob"],        # 7 candidate of another group
+        [G0, f"{G0}:1", 4, "bob"],        # 8 rank out of range (k = 3)
+        [G0, f"{G0}:1", "=1+1", "bob"],   # 9 formula in rank
+        [G0, f"{G0}:1", 1, "=HYPERLINK(\"x\")"],  # 10 formula in annotator
+        [G1, f"{G1}:0", 1, "carol"],      # 11 conflicts with 12
+        [G1, f"{G1}:0", 3, "carol"],      # 12
+        [G1, f"{G1}:1", 1, "dave"],       # 13 ok
+        [G1, f"{G1}:2", 2, "dave"],       # 14 ok
+        [G1, "", 1, "dave"],              # 15 missing candidate
+        [G1, f"{G1}:0", "two", "dave"],   # 16 not an integer
+        [G1, f"{G1}:0", 1, ""],           # 17 ranked, but by whom?
+        [G1, f"{G1}:0", "", "dave"],      # 18 not ranked: nothing to import, not an error
     ]
-    path = _write_csv(tmp_path / "ranks.csv", ["group_id", "candidate_id", "rank", "annotator"],
-                      rows)
+    path = write_csv(tmp_path / "ranks.csv", RANK_HEADER, rows, bom=True)
     report = import_human_file(tmp_path, path)
     assert report.format == "ranking"
-    assert report.rows_read == 15
-    assert report.accepted + report.quarantined == report.rows_read
-    assert report.accepted == 5
-    quarantine = pl.read_parquet(table_files(tmp_path, "quarantine"))
-    reasons = dict(zip(quarantine["row_number"].to_list(), quarantine["reason"].to_list(),
-                       strict=True))
-    assert reasons[4] == "duplicate of row 1"
-    assert reasons[5] == "unknown group_id"
-    assert reasons[6] == "unknown candidate_id for this group"
-    assert reasons[7] == "rank 4 out of range 1..3"
-    assert reasons[8] == "spreadsheet formula in rank"
-    assert reasons[9] == "spreadsheet formula in annotator"
-    assert reasons[10].startswith("conflicting rows from one annotator (rows 10, 11)")
-    assert reasons[11] == reasons[10]
-    assert reasons[14] == "missing candidate_id"
-    assert reasons[15] == "rank 'two' is not an integer"
+    assert report.rows_read == 17
+    assert (report.accepted, report.quarantined, report.skipped) == (5, 11, {"not annotated": 1})
+    assert report.accepted + report.quarantined + sum(report.skipped.values()) \
+        == report.rows_read
+    reasons = _reasons(tmp_path)
+    assert reasons[5] == "duplicate of row 2"
+    assert reasons[6] == "unknown group_id"
+    assert reasons[7] == "unknown candidate_id for this group"
+    assert reasons[8] == "rank 4 out of range 1..3"
+    assert reasons[9] == "spreadsheet formula in rank"
+    assert reasons[10] == "spreadsheet formula in annotator"
+    assert reasons[11] == "conflicting rows from one annotator (rows 11, 12)"
+    assert reasons[12] == reasons[11]
+    assert reasons[15] == "missing candidate_id"
+    assert reasons[16] == "rank 'two' is not an integer"
+    assert reasons[17] == "missing annotator"
     # The BOM did not leak into the first column's name.
-    judgments = pl.read_parquet(table_files(tmp_path, "judgments"))
+    judgments = human_judgments(tmp_path)
     assert set(judgments["source"]) == {"human:alice", "human:dave"}
-    assert judgments.filter(pl.col("source") == "human:alice")["value"].to_list() == [1, 2, 2]
-    # Importing the same file again adds nothing.
-    again = import_human_file(tmp_path, path)
+    assert ranks_of(tmp_path, "human:alice") == {f"{G0}:0": 1, f"{G0}:1": 2, f"{G0}:2": 2}
+    # Importing the same file again adds nothing, not even quarantine rows.
+    again = import_through_old_name(tmp_path, path)
     assert again.already_imported and again.accepted == 0
-    assert pl.read_parquet(table_files(tmp_path, "judgments")).height == judgments.height
-    assert pl.read_parquet(table_files(tmp_path, "quarantine")).height == quarantine.height
+    assert human_judgments(tmp_path).height == judgments.height
+    assert quarantine(tmp_path).height == 11
 
 
 def test_pairwise_file_with_ties_cycles_and_disagreement(tmp_path):
@@ -89,8 +96,8 @@ def test_pairwise_file_with_ties_cycles_and_disagreement(tmp_path):
         [G0, a, a, "finn", ""],    # same candidate twice
         [G0, a, c, "finn", "maybe"],  # bad tie value
     ]
-    path = _write_csv(tmp_path / "pairs.csv", ["group_id", "winner_id", "loser_id", "annotator",
-                                               "tie"], rows, bom=False)
+    path = write_csv(tmp_path / "pairs.csv", ["group_id", "winner_id", "loser_id", "annotator",
+                                              "tie"], rows)
     report = import_human_file(tmp_path, path)
     assert report.format == "pairwise"
     assert (report.accepted, report.quarantined) == (4, 4)
@@ -107,32 +114,75 @@ def test_pairwise_file_with_ties_cycles_and_disagreement(tmp_path):
     assert len(set(g0)) == 1  # erin's cycle dominates: all three tie
 
 
-def test_jsonl_and_bad_files(tmp_path):
+def test_bad_files_fail_whole_with_one_line(tmp_path, capsys):
     write_round(tmp_path, ["ok"], k=2)
-    path = tmp_path / "r.jsonl"
-    path.write_text(json.dumps({"group_id": G0, "candidate_id": f"{G0}:0", "rank": 1,
-                                "annotator": "x"}) + "\nnot json\n")
-    report = import_human_file(tmp_path, path)
-    assert (report.accepted, report.quarantined) == (1, 1)
-    wrong = _write_csv(tmp_path / "w.csv", ["group", "cand"], [["a", "b"]])
-    with pytest.raises(ImportFileError, match="neither ranking rows"):
+    wrong = write_csv(tmp_path / "w.csv", ["group", "cand"], [["a", "b"]])
+    with pytest.raises(ImportFileError, match="not a supported layout"):
         import_human_file(tmp_path, wrong)
     assert main(["import-human", str(wrong), "--workdir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a supported layout" in err[0]
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("group_id,candidate_id,rank,annotator\nr000:p000,x,1,Jos\xe9\n"
+                      .encode("latin-1"))
+    with pytest.raises(ImportFileError, match="not UTF-8"):
+        import_human_file(tmp_path, latin)
 
 
-def test_export_then_import_round_trip(tmp_path):
-    write_round(tmp_path, ["ok", "ok"], k=3, texts={0: ["=1+1", "12", "21"]})
-    csv_path, jsonl_path = export_annotation(tmp_path, 0, tmp_path / "ann")
-    with open(csv_path) as fh:
-        rows = list(csv.DictReader(fh))
-    assert len(rows) == 6 and {r["group_id"] for r in rows} == {G0, G1}
-    # A candidate that looks like a formula is defused for spreadsheets.
-    assert "'=1+1" in {r["text"] for r in rows}
-    groups = [json.loads(x) for x in jsonl_path.read_text().splitlines()]
-    assert [len(g["candidates"]) for g in groups] == [3, 3]
-    for r in rows:  # the annotator fills in the blanks
-        r["rank"], r["annotator"] = r["position"], "gina"
-    filled = _write_csv(tmp_path / "filled.csv", list(rows[0]),
-                        [list(r.values()) for r in rows])
-    report = import_human_file(tmp_path, filled)
-    assert report.accepted == 6 and report.quarantined == 0
+def test_row_numbers_are_what_a_spreadsheet_shows(tmp_path):
+    """Issue 15.5: the typo on line 4 is reported as row 4, not 3 (and a cell holding a line
+    break does not shift the numbers: a spreadsheet shows one row per record)."""
+    write_round(tmp_path, ["ok"], k=3, texts={0: ["a", "b", "c"]})
+    header = ["group_id", "candidate_id", "text", "rank", "annotator"]
+    rows = [[G0, f"{G0}:0", "two\nlines", 1, "ann"],   # row 2 (lines 2-3 in an editor)
+            [G0, f"{G0}:1", "b", 2, "ann"],            # row 3
+            [G0, f"{G0}:2", "c", "2x", "ann"]]         # row 4: the typo
+    path = write_csv(tmp_path / "typo.csv", header, rows, bom=True)
+    report = import_human_file(tmp_path, path)
+    assert (report.accepted, report.quarantined) == (2, 1)
+    assert _reasons(tmp_path) == {4: "rank '2x' is not an integer"}
+
+    plain = write_csv(tmp_path / "plain.csv", RANK_HEADER,
+                      [[G0, f"{G0}:0", 1, "bea"], [G0, f"{G0}:1", 2, "bea"],
+                       [G0, f"{G0}:2", "x", "bea"]])
+    import_human_file(tmp_path, plain)
+    q = quarantine(tmp_path).filter(pl.col("source_file") == str(plain))
+    assert q["row_number"].to_list() == [4]  # line 4 of the file, as an editor shows it
+
+
+def test_json_lines_row_numbers_do_not_drift_on_blank_lines(tmp_path):
+    """Issue 10.9: blank lines count as lines, as in any editor."""
+    write_round(tmp_path, ["ok"], k=2)
+    ok = json.dumps({"group_id": G0, "candidate_id": f"{G0}:0", "rank": 1, "annotator": "x"})
+    bad = json.dumps({"group_id": G0, "candidate_id": f"{G0}:1", "rank": 9, "annotator": "x"})
+    path = tmp_path / "r.jsonl"
+    path.write_text(f"{ok}\n\n\n{bad}\nnot json\n")
+    report = import_human_file(tmp_path, path)
+    assert (report.rows_read, report.accepted, report.quarantined) == (3, 1, 2)
+    assert _reasons(tmp_path) == {4: "rank 9 out of range 1..2", 5: "unparsable line"}
+
+
+def test_rows_of_an_unreached_group_are_counted_not_quarantined(tmp_path):
+    """Issue 15.5: blank rank and annotator cells of a group the annotator did not reach."""
+    write_round(tmp_path, ["ok", "ok"], k=3)
+    rows = [[G0, f"{G0}:{i}", i + 1, "ann"] for i in range(3)]
+    rows += [[G1, f"{G1}:{i}", "", ""] for i in range(3)]
+    path = write_csv(tmp_path / "half.csv", RANK_HEADER, rows)
+    report = import_human_file(tmp_path, path)
+    assert (report.accepted, report.quarantined) == (3, 0)
+    assert report.skipped == {"not annotated": 3}
+    assert quarantine(tmp_path).height == 0
+
+
+@pytest.mark.parametrize("round_", [7, 1000])
+def test_the_round_comes_from_the_store_not_the_group_id(tmp_path, round_):
+    """Issue 10.9: group ids of round 1000 are ``r1000:...``; the old parser read 100."""
+    write_round_numbered(tmp_path, round_, ["ok"], k=3)
+    gid = f"r{round_:03d}:p000"
+    path = write_csv(tmp_path / "r.csv", RANK_HEADER,
+                     [[gid, f"{gid}:{i}", i + 1, "ann"] for i in range(3)])
+    report = import_human_file(tmp_path, path)
+    assert report.accepted == 3
+    j = human_judgments(tmp_path)
+    assert set(j["round"]) == {round_}
+    assert all(f"/rounds/r{round_:03d}/judgments/" in o for o in report.outputs[:-1])
