@@ -103,3 +103,24 @@ def test_every_subcommand_is_dispatched():
     sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
     for name in sub.choices:
         assert f'"{name}"' in source, f"grpo {name} has no branch in _dispatch"
+
+
+def test_a_copied_workdir_reads_only_its_own_files(tmp_path):
+    import shutil
+
+    import duckdb
+
+    _fake_round(tmp_path / "a")
+    rebuild(tmp_path / "a")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    shutil.rmtree(tmp_path / "b" / "rounds")  # the copy holds no round at all
+    # The DuckDB shell (a plain connection) is stopped with the fix, not fed a's rows.
+    raw = duckdb.connect(str(tmp_path / "b" / "catalog.duckdb"), read_only=True)
+    with pytest.raises(duckdb.Error, match="copied or moved: run `grpo db rebuild"):
+        raw.execute("SELECT count(*) FROM candidates").fetchall()
+    raw.close()
+    # grpo's own readers rebuild for the new place and read only b's files.
+    con = connect_readonly(tmp_path / "b")
+    assert con.execute("SELECT count(*) FROM candidates").fetchall() == [(0,)]
+    con.close()
+    assert run_query(tmp_path / "a", "generation_coverage").num_rows == 1

@@ -86,9 +86,15 @@ def test_judge_flow_with_every_source(tmp_path, demo_model_dir, demo_rm_dir,
     assert len(by_source["rm-ensemble:mean"]) == 24
     llm = by_source["llm:judge"]
     raw = [r for r in llm if r["view"] >= 0]
-    assert len(raw) == 6 * 4 * 2
-    assert sum(r["status"] == "scored" for r in raw) + \
-        sum(r["status"] == "failed" for r in raw) == len(raw)
+    # Every item sent (6 groups x 4 candidates x 2 views) ends exactly once, scored with a
+    # value in range or failed with its reason and the judge's raw text.
+    assert sorted((r["candidate_id"], r["view"]) for r in raw) == sorted(
+        (f"r000:p{g:03d}:{i}", v) for g in range(6) for i in range(4) for v in range(2))
+    for r in raw:
+        if r["status"] == "scored":
+            assert 0 <= r["value"] <= 9 and r["error"] is None
+        else:
+            assert r["status"] == "failed" and r["error"] and r["value"] is None
     assert len([r for r in llm if r["view"] == -1]) == 6 * len(list(combinations(range(4), 2)))
     assert summary["llm_requests"] == 6 * 2
     # The canary is flagged, and does not beat every other candidate of its group.

@@ -18,7 +18,16 @@ from trainers.losses import (
 )
 
 ALL = [plackett_luce_loss, dpo_loss, all_pairs_loss, lipo_lambda_loss]
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    """Finite differences need float64; set for these tests only, so the rest of the session
+    (the demo model its fixtures build included) runs in the dtype `make demo` uses."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
 
 
 def _batch(b=3, k=5, seed=0):
@@ -145,6 +154,39 @@ def test_lipo_weights_top_errors_more_than_bottom_errors():
     bottom_swapped = torch.tensor([[3.0, 2.0, 0.0, 1.0]])
     assert lipo_lambda_loss(top_swapped, ref, ranks, 1.0)[0] > \
         lipo_lambda_loss(bottom_swapped, ref, ranks, 1.0)[0]
+
+
+def _lipo_by_the_formula(s: list[float], ranks: list[int]) -> float:
+    """LiPO-lambda written out pair by pair, independently of the vectorised code:
+    sum over pairs with psi_i > psi_j of Delta_ij * log(1 + exp(-(s_i - s_j))),
+    Delta_ij = |G_i - G_j| * |1/D(tau_i) - 1/D(tau_j)|, G = 2^psi - 1, D(r) = log(1 + r),
+    tau = 1-based position by descending s, psi_i = share of valid candidates worse than i."""
+    import math
+
+    valid = [i for i, r in enumerate(ranks) if r >= 0]
+    n = len(valid)
+    psi = {i: sum(ranks[j] > ranks[i] for j in valid) / max(n - 1, 1) for i in valid}
+    order = sorted(valid, key=lambda i: -s[i])
+    tau = {i: order.index(i) + 1 for i in valid}
+    total = 0.0
+    for i in valid:
+        for j in valid:
+            if psi[i] > psi[j]:
+                delta = abs((2 ** psi[i] - 1) - (2 ** psi[j] - 1)) * \
+                    abs(1 / math.log(1 + tau[i]) - 1 / math.log(1 + tau[j]))
+                total += delta * math.log(1 + math.exp(-(s[i] - s[j])))
+    return total
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_lipo_matches_its_formula_computed_pair_by_pair(seed):
+    pol, ref, ranks = _batch(b=4, k=6, seed=seed)
+    ranks[1, 2] = ranks[1, 3]  # a tie
+    ranks[2, 0] = -1  # an excluded candidate
+    losses, rewards = lipo_lambda_loss(pol, ref, ranks, 0.5)
+    for b in range(4):
+        expected = _lipo_by_the_formula(rewards[b].tolist(), ranks[b].tolist())
+        assert losses[b].item() == pytest.approx(expected, rel=1e-9, abs=1e-12)
 
 
 def test_ranking_accuracy():
