@@ -19,7 +19,6 @@ import pyarrow.parquet as pq
 from pipeline.schema import TABLES, SchemaError
 from pipeline.store import TABLE_GLOBS, catalog_path, table_files
 
-
 # The `duckdb` shell on PyPI (duckdb-cli, installed with the project) trails the Python
 # package by a storage version; the catalog is written in a format both can open.
 SHELL_STORAGE = "v1.5.0"
