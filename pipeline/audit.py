@@ -12,8 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from pipeline.catalog import connect_readonly
-
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+from pipeline.resources import SQL_DIR  # the checkout's sql/, or the wheel's copy
 
 
 @dataclass(frozen=True)

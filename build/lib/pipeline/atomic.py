@@ -1,0 +1,135 @@
+"""Crash-safe file writes: a reader sees the old complete file or the new one, never half.
+
+The data goes to a temporary file in the same directory, is fsynced, then renamed over the
+target with ``os.replace`` (atomic on POSIX), and the directory is fsynced so the rename
+itself survives a power cut. Temporary names carry the pid, so two writers never collide,
+and ``sweep_temp_files`` removes what a killed writer left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.schema import Table, validate
+
+TMP_MARK = ".tmp-"
+
+
+def _tmp_path(path: Path) -> Path:
+    return path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
+
+
+def _commit(tmp: Path, path: Path) -> None:
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def write_parquet_atomic(table: pa.Table, path: Path, spec: Table) -> Path:
+    """Validate against ``spec`` and write ``path`` atomically. Returns the path."""
+    table = validate(table, spec, where=str(path))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_path(path)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        _commit(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_text_atomic(text: str, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_path(path)
+    try:
+        tmp.write_text(text)
+        _commit(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Fill the yielded ``TARGET.tmp`` directory; on success it replaces ``TARGET``.
+
+    The new tree is fsynced, then swapped with the old one in one atomic step
+    (``renameat2(RENAME_EXCHANGE)`` on Linux), so a reader always finds a complete
+    directory at TARGET, old or new; the old tree is removed after. Where the exchange is
+    not available the old tree is first moved aside to ``TARGET.old`` (restored by the next
+    attempt if a crash lands between the two renames). A killed writer leaves only the
+    ``.tmp`` (cleared by the next attempt), never a half-saved model.
+    """
+    target = Path(target)
+    tmp = target.with_name(target.name + ".tmp")
+    old = target.with_name(target.name + ".old")
+    if old.exists() and not target.exists():
+        os.replace(old, target)  # a crash between the fallback's two renames
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    yield tmp
+    _fsync_tree(tmp)
+    if target.exists():
+        if _exchange(tmp, target):
+            shutil.rmtree(tmp, ignore_errors=True)  # now holds the old tree
+            _fsync_dir(target.parent)
+            return
+        os.replace(target, old)
+    os.replace(tmp, target)
+    _fsync_dir(target.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(dirpath, name), "rb") as fh:
+                os.fsync(fh.fileno())
+        _fsync_dir(Path(dirpath))
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False if unsupported."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def read_parquet_checked(path: Path, spec: Table) -> pa.Table:
+    """Read a file written by this project and validate it on the way in."""
+    return validate(pq.read_table(path), spec, where=str(path))
+
+
+def sweep_temp_files(root: Path) -> list[Path]:
+    """Delete temporary files left by killed writers under ``root``; return what was removed."""
+    removed = []
+    for p in Path(root).rglob(f"*{TMP_MARK}*"):
+        if p.is_file():
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed

@@ -1,0 +1,50 @@
+"""Find and run the audit queries in ``sql/``.
+
+The queries are plain SQL files a person can also run in the DuckDB shell against
+``catalog.duckdb``; this module only lists them (name and first comment line) and runs one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from pipeline.catalog import connect_readonly
+from pipeline.resources import SQL_DIR  # noqa: E402 - the checkout's sql/, or the wheel's copy
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    name: str
+    path: Path
+    summary: str
+
+    @property
+    def sql(self) -> str:
+        return self.path.read_text()
+
+
+def list_queries(sql_dir: Path = SQL_DIR) -> list[AuditQuery]:
+    out = []
+    for path in sorted(sql_dir.glob("*.sql")):
+        first = next((ln for ln in path.read_text().splitlines() if ln.startswith("--")), "--")
+        out.append(AuditQuery(path.stem, path, first.lstrip("- ").strip()))
+    return out
+
+
+def get_query(name: str, sql_dir: Path = SQL_DIR) -> AuditQuery:
+    queries = {q.name: q for q in list_queries(sql_dir)}
+    if name not in queries:
+        raise KeyError(f"no audit query {name!r}; available: {', '.join(sorted(queries))}")
+    return queries[name]
+
+
+def run_query(workdir: Path, name: str, sql_dir: Path = SQL_DIR) -> pa.Table:
+    query = get_query(name, sql_dir)
+    con = connect_readonly(workdir)
+    try:
+        return con.sql(query.sql).to_arrow_table()
+    finally:
+        con.close()

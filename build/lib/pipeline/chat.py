@@ -1,0 +1,73 @@
+"""The policy's view of a prompt: chat template, token ids and stop ids.
+
+One token stream runs from generation to training: the prompt is rendered here once, with the
+policy tokenizer's chat template and ``add_generation_prompt``; vLLM receives these ids, they
+are stored with the round's prompts, and training and evaluation score exactly them. Nothing
+downstream re-tokenises text.
+
+``policy.chat_template``: ``auto`` uses the tokenizer's template when it has one, ``none``
+joins the turns' contents with blank lines (for base models), anything else is the path of
+a Jinja template file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipeline.config import ConfigError, stable_hash
+from pipeline.fingerprints import file_sha256
+
+Messages = list[dict[str, str]]
+
+
+class PromptRenderer:
+    def __init__(self, model_dir: Path, chat_template: str = "auto") -> None:
+        from transformers import AutoTokenizer
+
+        self.model_dir = Path(model_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        if chat_template == "none":
+            self.template = None
+        elif chat_template == "auto":
+            self.template = getattr(self.tokenizer, "chat_template", None) or None
+        else:
+            path = Path(chat_template).expanduser()
+            if not path.is_file():
+                raise ConfigError(f"policy.chat_template: no template file at {path}; use "
+                                  "auto, none, or the path of a Jinja file")
+            self.template = path.read_text()
+        self.stop_ids = stop_token_ids(model_dir, self.tokenizer)
+
+    def token_ids(self, messages: Messages) -> list[int]:
+        if self.template is None:
+            return list(self.tokenizer("\n\n".join(m["content"] for m in messages))["input_ids"])
+        # transformers 5 returns a BatchEncoding unless return_dict=False.
+        return list(self.tokenizer.apply_chat_template(
+            messages, chat_template=self.template, add_generation_prompt=True, tokenize=True,
+            return_dict=False))
+
+    def fingerprint(self) -> str:
+        """What decides the token ids: the tokenizer's files and the template."""
+        files = sorted(p for p in self.model_dir.iterdir() if p.is_file() and (
+            "token" in p.name or p.name in ("special_tokens_map.json", "vocab.json",
+                                            "merges.txt")))
+        return stable_hash({"files": {p.name: file_sha256(p) for p in files},
+                            "template": self.template, "stop": self.stop_ids}, 16)
+
+
+def stop_token_ids(model_dir: Path, tokenizer=None) -> list[int]:
+    """Every id the model ends a turn with: ``generation_config.json``'s eos_token_id (a list
+    in most instruct models) plus the tokenizer's EOS."""
+    ids: list[int] = []
+    gen = Path(model_dir) / "generation_config.json"
+    if gen.is_file():
+        eos = json.loads(gen.read_text()).get("eos_token_id")
+        ids += eos if isinstance(eos, list) else [eos] if eos is not None else []
+    if tokenizer is not None and tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    return sorted({int(i) for i in ids})
+
+
+def last_user_text(messages: Messages) -> str:
+    return next(m["content"] for m in reversed(messages) if m["role"] == "user")

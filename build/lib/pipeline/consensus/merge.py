@@ -1,0 +1,149 @@
+"""One consensus ranking per group from every source's preferences, with its consistency.
+
+For a chunk of G groups (P [G, S, k, k] from ``preferences``) and source weights w [S]:
+1. wins[i, j] = sum_s w_s * P_s[i, j] (a tie gives half to each side);
+2. Bradley-Terry strengths theta by maximum likelihood (``bradley_terry``);
+3. the weighted majority graph (i -> j where wins[i, j] > wins[j, i]); its cycles are found,
+   not forced away: candidates of one strongly connected component share the mean strength
+   of its members and therefore one rank (a tie);
+4. dense ranks, 0 = best; a candidate no weighted source has an opinion on gets -1;
+5. per source: its own cycles (A>B, B>C, C>A) and Kendall tau against every other source;
+6. status, first match: intransitive (consensus cycle), contested (mean tau between
+   weighted sources below ``contested_below``), unranked (fewer than two ranks) or ok; the
+   config's policy for the status sets the group's training weight (unranked: 0).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pipeline.config import RankConfig
+from pipeline.consensus.bradley_terry import fit_bradley_terry
+from pipeline.consensus.graph import closure, count_3cycles, on_cycle, scc_labels
+
+Tensor = torch.Tensor
+STATUS_NAMES = np.array(["ok", "contested", "intransitive", "unranked"])
+TIE_TOL = 1e-6  # strengths closer than this are a tie
+MARGIN_TOL = 1e-9
+
+
+def configured_weight(source: str, cfg: RankConfig) -> float:
+    """First matching GLOB=WEIGHT wins; else the default weight."""
+    for item in cfg.weights:
+        pattern, _, weight = item.rpartition("=")
+        if fnmatch.fnmatchcase(source, pattern):
+            return float(weight)
+    return cfg.default_weight
+
+
+def source_weights(sources: list[str], cfg: RankConfig,
+                   estimated: dict[str, float] | None = None,
+                   zero: list[str] | tuple[str, ...] = ()) -> np.ndarray:
+    """Configured weights; estimated weights (if any) replace them, except that a source
+    configured at 0 and the ``zero`` sources (the held-out gold) stay 0 whatever the
+    estimate says: a held-out measure must never leak into training."""
+    out = []
+    for source in sources:
+        weight = configured_weight(source, cfg)
+        if source in zero or weight == 0:
+            out.append(0.0)
+        elif estimated and source in estimated:
+            out.append(estimated[source])
+        else:
+            out.append(weight)
+    return np.asarray(out, dtype=np.float32)
+
+
+@dataclass
+class ChunkResult:
+    theta: Tensor  # [G, k] consensus strength (SCC-averaged)
+    ranks: Tensor  # [G, k] 0 = best, -1 excluded
+    status: list[str]  # [G]
+    weight: Tensor  # [G]
+    n_sources: Tensor  # [G]
+    n_cycles: Tensor  # [G] 3-cycles of the consensus majority graph
+    consensus_cycle: Tensor  # [G, k] on a consensus cycle
+    source_cycle: Tensor  # [G, S, k] on a cycle of that source's own verdicts
+    source_3cycles: Tensor  # [G, S]
+    tau: Tensor  # [G, S, S] Kendall tau (NaN where no common pair)
+    tau_pairs: Tensor  # [G, S, S] pairs both sources ordered
+    mean_tau: Tensor  # [G] mean tau over pairs of weighted sources; NaN with fewer than two
+
+
+def dense_rank_desc(score: Tensor, valid: Tensor, tol: float = TIE_TOL) -> Tensor:
+    """Dense ranks by descending score (0 = best), equal within ``tol``; -1 where invalid."""
+    k = score.shape[1]
+    close = (score.unsqueeze(2) - score.unsqueeze(1)).abs() <= tol
+    earlier = torch.tril(torch.ones(k, k, dtype=torch.bool, device=score.device), -1)
+    # j is the first of its tie class among valid candidates
+    first = valid & ~((close & earlier.unsqueeze(0) & valid.unsqueeze(1)).any(2))
+    better = score.unsqueeze(1) > score.unsqueeze(2) + tol  # better[g, i, j] = s_j > s_i
+    rank = (better & first.unsqueeze(1)).sum(2)
+    return torch.where(valid, rank, torch.full_like(rank, -1))
+
+
+def kendall_tau(p: Tensor) -> tuple[Tensor, Tensor]:
+    """p [G, S, k, k] -> (tau [G, S, S], pairs [G, S, S]) over pairs i < j."""
+    k = p.shape[-1]
+    upper = torch.triu(torch.ones(k, k, dtype=torch.bool, device=p.device), 1)
+    upper_p = p[:, :, upper]  # [G, S, pairs]; NaN = no opinion
+    known = ~torch.isnan(upper_p)  # not from sign(): torch.sign(NaN) is 0, not NaN
+    sign = torch.sign(torch.nan_to_num(upper_p, nan=0.5) - 0.5)
+    both = known.unsqueeze(2) & known.unsqueeze(1)  # [G, S, S, pairs]
+    prod = sign.unsqueeze(2) * sign.unsqueeze(1) * both
+    pairs = both.sum(3)
+    tau = prod.sum(3) / pairs.clamp(min=1)
+    return torch.where(pairs > 0, tau, torch.full_like(tau, torch.nan)), pairs
+
+
+def merge_chunk(p: Tensor, n_candidates: Tensor, weights: Tensor, cfg: RankConfig) -> ChunkResult:
+    g, s, k, _ = p.shape
+    exists = torch.arange(k).unsqueeze(0) < n_candidates.unsqueeze(1)  # [G, k]
+    opinion = ~torch.isnan(p)
+    weighted = weights > 0
+    pz = torch.nan_to_num(p)
+
+    wins = (pz * weights.view(1, s, 1, 1)).sum(1)
+    has_view = (opinion & weighted.view(1, s, 1, 1)).any(1)  # [G, k, k]
+    valid = exists & has_view.any(2)
+    theta = fit_bradley_terry(wins, valid, l2=cfg.l2).float()
+
+    majority = (wins - wins.transpose(1, 2) > MARGIN_TOL) & valid.unsqueeze(2) & valid.unsqueeze(1)
+    reach = closure(majority)
+    cyc = on_cycle(reach)
+    scc = scc_labels(reach)
+    members = scc.unsqueeze(2) == torch.arange(k).view(1, 1, k)  # [G, k(node), k(label)]
+    label_mean = (theta.unsqueeze(2) * members).sum(1) / members.sum(1).clamp(min=1)
+    strength = label_mean.gather(1, scc)
+    ranks = dense_rank_desc(strength, valid)
+
+    strict = pz > 0.5  # a source's own strict verdicts (NaN compared as 0 above)
+    strict &= opinion
+    src_reach = closure(strict.view(g * s, k, k)).view(g, s, k, k)
+    source_cycle = on_cycle(src_reach.view(g * s, k, k)).view(g, s, k)
+    source_3 = count_3cycles(strict.view(g * s, k, k)).view(g, s)
+    tau, pairs = kendall_tau(p)
+
+    n_sources = opinion.flatten(2).any(2).sum(1)
+    w_pair = weighted.view(1, s, 1) & weighted.view(1, 1, s) & \
+        torch.triu(torch.ones(s, s, dtype=torch.bool), 1).unsqueeze(0)
+    usable_tau = w_pair & (pairs > 0)
+    mean_tau = torch.where(usable_tau, torch.nan_to_num(tau), 0).sum((1, 2)) / \
+        usable_tau.sum((1, 2)).clamp(min=1)
+    mean_tau = torch.where(usable_tau.any((1, 2)), mean_tau, torch.nan)
+
+    levels = ranks.max(1).values + 1
+    contested = ~torch.isnan(mean_tau) & (mean_tau < cfg.contested_below)
+    # The reason comes first: a cycle or a flat disagreement usually leaves every candidate
+    # tied, and "unranked" alone would hide why.
+    code = torch.where(cyc.any(1), 2, torch.where(contested, 1, torch.where(levels < 2, 3, 0)))
+    policy = {"keep": 1.0, "downweight": cfg.downweight, "drop": 0.0}
+    by_code = torch.tensor([1.0, policy[cfg.contested], policy[cfg.intransitive], 0.0])
+    weight = by_code[code]
+    status = STATUS_NAMES[code.numpy()].tolist()
+    return ChunkResult(strength, ranks, status, weight, n_sources, count_3cycles(majority), cyc,
+                       source_cycle, source_3, tau, pairs, mean_tau)

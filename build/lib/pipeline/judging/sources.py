@@ -1,0 +1,111 @@
+"""The configured judges: their source names, fingerprints and the objects that judge.
+
+A source's fingerprint is what produced its judgments: for a reward model its weights'
+content (cached by path, size and mtime) and input settings, for a verifier its code, for an
+LLM judge the model (its content when served here), the template, the mode, views, score
+range and decoding settings. Judgment files carry it in their names (see ``stage``), so a
+changed judge never passes off old verdicts as its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.config import Config, ConfigError, stable_hash
+from pipeline.fingerprints import default_cache, model_fingerprint
+from pipeline.judging.naming import ensemble_members, ensemble_name, verifier_name
+from pipeline.judging.prompts import template
+from pipeline.resolve import judge_model_dir, resolve_reward_models
+
+# Bump when the way a source turns candidates into inputs changes (all old judgments stale).
+_RM_INPUT_VERSION = 2
+_LLM_PROMPT_VERSION = 2
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    source: str  # verifier:NAME, rm:NAME, rm-ensemble:HOW, llm:NAME
+    kind: str  # verifier, reward_model, ensemble, llm
+    fingerprint: str
+    model_dir: Path | None = None
+
+
+def configured_sources(cfg: Config, workdir: Path) -> list[SourceSpec]:
+    """Every machine source of the config, resolved and fingerprinted (models must exist)."""
+    j = cfg.judging
+    cache = default_cache(workdir)
+    specs: list[SourceSpec] = []
+    if "verifier" in j.sources:
+        from pipeline.judging.verifier import verifier_fingerprint
+
+        specs.append(SourceSpec(f"verifier:{verifier_name(j.verifier)}", "verifier",
+                                verifier_fingerprint(j.verifier)))
+    if "reward_model" in j.sources:
+        rms = []
+        for name, path in resolve_reward_models(cfg, workdir):
+            fp = stable_hash({"model": model_fingerprint(path, cache),
+                              "max_length": j.max_length, "input": _RM_INPUT_VERSION})
+            rms.append(SourceSpec(f"rm:{name}", "reward_model", fp, path))
+        specs += rms
+        ensemble = ensemble_name(cfg)
+        if ensemble:
+            members = ensemble_members(cfg)
+            specs.append(SourceSpec(ensemble, "ensemble", stable_hash(
+                [s.fingerprint for s in rms if s.source in members])))
+    if "llm" in j.sources:
+        specs.append(llm_spec(cfg, workdir))
+    return specs
+
+
+def llm_spec(cfg: Config, workdir: Path) -> SourceSpec:
+    q = cfg.llm_judge
+    model_dir = judge_model_dir(cfg, workdir)
+    identity = {"model_content": model_fingerprint(model_dir, default_cache(workdir))} \
+        if model_dir else {"base_url": q.base_url.rstrip("/"), "model": q.model}
+    settings = q.model_dump(include={"api", "mode", "views", "score_low", "score_high",
+                                     "structured", "temperature", "max_tokens"})
+    fp = stable_hash({**identity, **settings, "template": template(q.mode),
+                      "seed": cfg.generation.seed, "prompt": _LLM_PROMPT_VERSION})
+    return SourceSpec(f"llm:{q.name}", "llm", fp, model_dir)
+
+
+def spec_by_source(specs: list[SourceSpec]) -> dict[str, SourceSpec]:
+    return {s.source: s for s in specs}
+
+
+@contextlib.contextmanager
+def judge_endpoint(cfg: Config, workdir: Path) -> Iterator[tuple[str, str]]:
+    """(base_url, served model name) of the LLM judge; starts the embedded vLLM server (on
+    127.0.0.1, stopped on exit) when ``llm_judge.base_url = "embedded"``."""
+    from pipeline.judging.server import vllm_server
+
+    q = cfg.llm_judge
+    model_dir = judge_model_dir(cfg, workdir)
+    if model_dir is None:
+        yield q.base_url, q.model
+        return
+    log = Path(workdir) / "logs" / "judge-server.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with vllm_server(model_dir, "embedded-judge", q.port, log, dtype=cfg.policy.dtype) as url:
+        yield url, "embedded-judge"
+
+
+def connect_llm_judge(cfg: Config, url: str, model: str, request_budget=None):
+    """An ``LLMJudge`` talking to a checked endpoint; a URL that does not answer, or does not
+    serve the model, is a ConfigError that says what to fix."""
+    from pipeline.judging.llm import JudgeClient, LLMJudge, RequestBudget
+
+    budget = request_budget or RequestBudget(cfg.llm_judge.max_requests)
+    client = JudgeClient(cfg.llm_judge, url, model, budget)
+    try:
+        served = client.check_reachable()
+    except Exception as err:  # noqa: BLE001 - any failure here means "fix the URL"
+        raise ConfigError(f"llm_judge.base_url: {url} does not answer ({type(err).__name__}: "
+                          f"{err}); fix the URL or start the server") from err
+    if model not in served:
+        raise ConfigError(f"llm_judge.model: {model!r} is not served at {url}; it serves "
+                          f"{served}")
+    return LLMJudge(cfg.llm_judge, client, seed=cfg.generation.seed)
