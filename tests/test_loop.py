@@ -17,20 +17,24 @@ from tests.conftest import cli_set_args, small_overrides
 from trainers.evaluate import METRICS, overoptimised, read_evals
 
 
-def _argv(workdir, model_dir, rm_dir):
-    overrides = small_overrides(model_dir, **{
-        "prompts.n_heldout": 8, "loop.eval_k": 2, "loop.rounds": 2,
+def _overrides(model_dir, rm_dir) -> dict:
+    return small_overrides(model_dir, **{
+        "prompts.n_heldout": 8, "loop.eval_k": 2, "loop.rounds": 1,
         "loop.stop_on_overoptimisation": False, "loop.annotator_fraction": 0.5,
         "loop.annotator_cycles": 0.5, "train.epochs": 1,
-        "judging.sources": '["verifier", "reward_model"]',
-        "judging.reward_models": f'["{rm_dir}"]'})
+        "judging.sources": ["verifier", "reward_model"],
+        "judging.reward_models": [str(rm_dir)],
+        "schedule.generate_cron": "0 2 * * *", "schedule.iterate_cron": "0 3 * * *"})
+
+
+def _argv(workdir, model_dir, rm_dir):
     return [sys.executable, "-m", "flows.cli", "iterate", "--workdir", str(workdir),
-            *cli_set_args(overrides)]
+            *cli_set_args(_overrides(model_dir, rm_dir))]
 
 
 @pytest.mark.slow
-def test_loop_killed_between_stages_resumes_and_finishes(tmp_path, demo_model_dir,
-                                                         demo_rm_dir):
+def test_loop_killed_resumed_then_continued_by_scheduled_runs(tmp_path, demo_model_dir,
+                                                              demo_rm_dir, prefect_harness):
     argv = _argv(tmp_path, demo_model_dir, demo_rm_dir)
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / ".prefect")}
     marker = tmp_path / "rounds" / "r000" / "_stages" / "judge.json"
@@ -54,12 +58,34 @@ def test_loop_killed_between_stages_resumes_and_finishes(tmp_path, demo_model_di
     # Finished work was not redone.
     assert {p: p.stat().st_mtime_ns for p in candidates} == before
     assert (tmp_path / "rounds" / "r000" / "evals.parquet").stat().st_mtime_ns == eval_before
-    for r in (0, 1):
-        for stage in ("evaluate", "generate", "judge", "annotate", "rank", "train"):
-            assert (tmp_path / "rounds" / f"r{r:03d}" / "_stages" / f"{stage}.json").exists()
-    assert (tmp_path / "rounds" / "r002" / "_stages" / "evaluate.json").exists()
-    for r in (1, 2):
-        assert (tmp_path / "models" / f"policy-r{r:03d}" / "config.json").exists()
+    for stage in ("evaluate", "generate", "judge", "annotate", "rank", "train"):
+        assert (tmp_path / "rounds" / "r000" / "_stages" / f"{stage}.json").exists()
+    assert (tmp_path / "rounds" / "r001" / "_stages" / "evaluate.json").exists()
+    assert (tmp_path / "models" / "policy-r001" / "config.json").exists()
+    assert "held-out evaluation by round" in done.stdout
+
+    # Two scheduled runs back to back, run with the parameters their deployments carry:
+    # one new round of the loop, then the nightly generation. Each continues from the
+    # newest state: round 1 sampled by policy-r001, then round 2 by policy-r002.
+    from flows.generate import generation_flow
+    from flows.iterate import iterate_flow
+    from flows.serve import build_deployments
+    from pipeline.config import load_config
+    from pipeline.rounds import round_policy
+
+    cfg = load_config(overrides=_overrides(demo_model_dir, demo_rm_dir))
+    config_file = tmp_path / "scheduled.toml"
+    config_file.write_text(cfg.to_toml())
+    params = {d.name: d.parameters for d in build_deployments(cfg, tmp_path, str(config_file))}
+    result = iterate_flow(**params["scheduled-iterate"])
+    assert result["first_round"] == 1 and result["rounds"] == 2
+    assert round_policy(tmp_path, 1) == tmp_path / "models" / "policy-r001"
+    assert (tmp_path / "models" / "policy-r002" / "config.json").exists()
+    generated = generation_flow(**params["nightly-generate"])
+    assert generated["round"] == 2
+    assert round_policy(tmp_path, 2) == tmp_path / "models" / "policy-r002"
+    assert generated["policy"] == str(tmp_path / "models" / "policy-r002")
+
     evals = read_evals(tmp_path)
     assert sorted(evals) == [0, 1, 2]
     assert all(set(METRICS) == set(m) for m in evals.values())
@@ -70,7 +96,6 @@ def test_loop_killed_between_stages_resumes_and_finishes(tmp_path, demo_model_di
     assert "human:sim-cyclic" in set(cycles["source"])
     for name in ("summary.md", "gold_vs_training_reward.png", "kl_and_hacking.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0
-    assert "held-out evaluation by round" in done.stdout
 
 
 def test_overoptimisation_flag_on_constructed_cases(tmp_path):
