@@ -21,10 +21,11 @@ from flows.generate import run_generation
 from flows.judge import judge_round
 from flows.rank import rank_with_config
 from pipeline import generation
+from pipeline.annotation import import_human_file
 from pipeline.atomic import write_text_atomic
 from pipeline.catalog import rebuild
 from pipeline.config import Config, load_config
-from pipeline.humans import import_human_file
+from pipeline.judging.sources import SharedEndpoint
 from pipeline.report import header, summary_rows, write_report
 from pipeline.resolve import preflight, resolve_policy
 from pipeline.rounds import (
@@ -47,7 +48,8 @@ def finished_rounds(workdir: Path) -> int:
 
 
 @task(name="evaluate-and-generate", cache_policy=NO_CACHE)
-def evaluate_and_generate(workdir: Path, cfg: Config, round_: int, generate: bool) -> dict:
+def evaluate_and_generate(workdir: Path, cfg: Config, round_: int, generate: bool,
+                          endpoint=None) -> dict:
     """One vLLM engine for the round's policy: held-out evaluation, then the round's groups."""
     base = resolve_policy(cfg, workdir)
     policy = policy_for_round(workdir, base, round_)
@@ -63,7 +65,7 @@ def evaluate_and_generate(workdir: Path, cfg: Config, round_: int, generate: boo
                 samples = sample_heldout(sampler, plan, workdir, cfg.loop.eval_k)
                 previous = read_evals(workdir).get(round_ - 1)
                 info["evaluate"] = evaluate_round(cfg, workdir, round_, samples, plan.heldout,
-                                                  policy, base, previous)
+                                                  policy, base, previous, endpoint)
                 mark_stage(workdir, round_, "evaluate", info["evaluate"], started)
             if need_gen:
                 info["generate"] = run_generation(workdir, cfg, round_, policy, sampler=sampler,
@@ -109,34 +111,8 @@ def iterate_flow(workdir: str, config_path: str | None = None, overrides: dict |
     write_text_atomic(cfg.to_toml(), wd / "iterate.config.toml")
     notes: list[str] = []
     stopped_at = None
-    for r in range(first, target + 1):  # the last pass only evaluates the final policy
-        evaluate_and_generate(wd, cfg, r, generate=r < target)
-        evals = read_evals(wd)
-        if evals.get(r, {}).get("overoptimised"):
-            notes.append(f"round {r}: training reward rose while the gold score fell "
-                         "(over-optimisation, Gao et al. 2022)")
-            if cfg.loop.stop_on_overoptimisation:
-                stopped_at = r
-                notes.append(f"stopped at round {r} (loop.stop_on_overoptimisation)")
-                break
-        if r == target:
-            break
-        started = time.perf_counter()
-        judged = judge_round(wd, cfg, r)
-        if not judged["complete"]:
-            pending = ", ".join(f"{s}: {n} groups" for s, n in judged["pending_groups"].items())
-            notes.append(f"round {r}: judging is not finished ({pending} pending; the request "
-                         "cap llm_judge.max_requests was reached); run `grpo iterate` again to "
-                         "continue, or raise the cap")
-            stopped_at = r
-            break
-        mark_stage(wd, r, "judge", {"sources": judged["sources"]}, started)
-        if cfg.loop.simulated_annotator and not stage_done(wd, r, "annotate"):
-            started = time.perf_counter()
-            mark_stage(wd, r, "annotate", annotate(wd, cfg, r), started)
-        rank_with_config(wd, cfg, r)
-        started = time.perf_counter()
-        mark_stage(wd, r, "train", train_round(wd, cfg, r), started)
+    with SharedEndpoint(cfg, wd) as endpoint:
+        stopped_at = _rounds(wd, cfg, first, target, endpoint, notes)
     rebuild(wd)
     evals = read_evals(wd)
     if not cfg.loop.gold:
@@ -146,3 +122,36 @@ def iterate_flow(workdir: str, config_path: str | None = None, overrides: dict |
     return {"rounds": target, "first_round": first, "stopped_at": stopped_at,
             "report": str(report), "header": header(), "rows": summary_rows(evals),
             "notes": notes}
+
+
+def _rounds(wd: Path, cfg: Config, first: int, target: int, endpoint, notes: list[str]
+            ) -> int | None:
+    """Rounds first..target-1, then the final evaluation; the round it stopped at, if any.
+    One judge endpoint (the embedded server) serves every round."""
+    for r in range(first, target + 1):  # the last pass only evaluates the final policy
+        evaluate_and_generate(wd, cfg, r, generate=r < target, endpoint=endpoint)
+        evals = read_evals(wd)
+        if evals.get(r, {}).get("overoptimised"):
+            notes.append(f"round {r}: training reward rose while the gold score fell "
+                         "(over-optimisation, Gao et al. 2022)")
+            if cfg.loop.stop_on_overoptimisation:
+                notes.append(f"stopped at round {r} (loop.stop_on_overoptimisation)")
+                return r
+        if r == target:
+            return None
+        started = time.perf_counter()
+        judged = judge_round(wd, cfg, r, endpoint=endpoint)
+        if not judged["complete"]:
+            pending = ", ".join(f"{s}: {n} groups" for s, n in judged["pending_groups"].items())
+            notes.append(f"round {r}: judging is not finished ({pending} pending; the request "
+                         "cap llm_judge.max_requests was reached); run `grpo iterate` again to "
+                         "continue, or raise the cap")
+            return r
+        mark_stage(wd, r, "judge", {"sources": judged["sources"]}, started)
+        if cfg.loop.simulated_annotator and not stage_done(wd, r, "annotate"):
+            started = time.perf_counter()
+            mark_stage(wd, r, "annotate", annotate(wd, cfg, r), started)
+        rank_with_config(wd, cfg, r)
+        started = time.perf_counter()
+        mark_stage(wd, r, "train", train_round(wd, cfg, r), started)
+    return None

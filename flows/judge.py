@@ -40,8 +40,11 @@ def judge_llm_task(workdir: Path, round_: int, shard: Path, spec, judge, on_grou
                                        judge, on_group)
 
 
-def judge_round(workdir: Path, cfg, round_: int, show_progress: bool = True) -> dict:
-    """The body of the flow (the loop calls it inside its own flow run)."""
+def judge_round(workdir: Path, cfg, round_: int, show_progress: bool = True,
+                endpoint=None) -> dict:
+    """The body of the flow (the loop calls it inside its own flow run). ``endpoint``: a
+    ``SharedEndpoint`` the caller keeps open across rounds, so the embedded judge server
+    starts once per loop rather than once per round."""
     shards = stage.candidate_shards(workdir, round_)
     if not shards:
         raise ConfigError(f"round {round_}: no candidates in {round_dir(workdir, round_)}; "
@@ -58,7 +61,8 @@ def judge_round(workdir: Path, cfg, round_: int, show_progress: bool = True) -> 
     with contextlib.ExitStack() as stack:
         llm = None
         if by_kind["llm"] and _llm_pending(workdir, round_, by_kind["llm"][0]):
-            url, model = stack.enter_context(judge_endpoint(cfg, workdir))
+            url, model = endpoint.get() if endpoint is not None else \
+                stack.enter_context(judge_endpoint(cfg, workdir))
             llm = connect_llm_judge(cfg, url, model)
         for spec in by_kind["verifier"]:
             judge = VerifierJudge(cfg.judging.verifier)

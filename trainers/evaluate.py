@@ -88,7 +88,8 @@ def _as_ranked(groups, prompts: dict[str, dict], rows_by_id: dict[str, dict]) ->
 
 def evaluate_round(cfg: Config, workdir: Path, round_: int, samples: pa.Table,
                    heldout: list[dict], policy_dir: Path, base_dir: Path,
-                   previous: dict[str, float] | None = None) -> dict[str, float]:
+                   previous: dict[str, float] | None = None,
+                   endpoint=None) -> dict[str, float]:
     rows = samples.to_pylist()
     prompts = {p["prompt_id"]: p for p in heldout}
     groups = groups_from_rows(rows, prompts)
@@ -103,7 +104,7 @@ def evaluate_round(cfg: Config, workdir: Path, round_: int, samples: pa.Table,
                 and s.source != cfg.loop.gold]
     rm_members = [s for s in specs if s.source in ensemble_members(cfg)]
     nan = np.full(len(ordered), np.nan)
-    with sample_scorer(cfg, workdir) as scorer:
+    with sample_scorer(cfg, workdir, endpoint) as scorer:
         gold = np.array(scorer.score(gold_spec, groups, rm_members)) if gold_spec else nan
         reward = np.nanmean([scorer.score(s, groups, rm_members) for s in training], axis=0) \
             if training else nan

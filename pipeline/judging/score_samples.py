@@ -41,8 +41,8 @@ class SampleScorer:
     """Holds the models (and the judge server) of the sources it was asked for, so that
     several rounds' samples can be scored without reloading."""
 
-    def __init__(self, cfg: Config, workdir) -> None:
-        self.cfg, self.workdir = cfg, workdir
+    def __init__(self, cfg: Config, workdir, endpoint=None) -> None:
+        self.cfg, self.workdir, self.endpoint = cfg, workdir, endpoint
         self._stack = contextlib.ExitStack()
         self._loaded: dict[str, object] = {}
 
@@ -83,7 +83,8 @@ class SampleScorer:
             spec.model_dir, spec.source[3:], j.max_batch_tokens, j.max_length))
 
     def _llm(self):
-        url, model = self._stack.enter_context(judge_endpoint(self.cfg, self.workdir))
+        url, model = self.endpoint.get() if self.endpoint is not None else \
+            self._stack.enter_context(judge_endpoint(self.cfg, self.workdir))
         return connect_llm_judge(self.cfg, url, model)
 
     def _get(self, key: str, build):
@@ -93,6 +94,6 @@ class SampleScorer:
 
 
 @contextlib.contextmanager
-def sample_scorer(cfg: Config, workdir) -> Iterator[SampleScorer]:
-    with SampleScorer(cfg, workdir) as scorer:
+def sample_scorer(cfg: Config, workdir, endpoint=None) -> Iterator[SampleScorer]:
+    with SampleScorer(cfg, workdir, endpoint) as scorer:
         yield scorer

@@ -93,6 +93,31 @@ def judge_endpoint(cfg: Config, workdir: Path) -> Iterator[tuple[str, str]]:
         yield url, "embedded-judge"
 
 
+class SharedEndpoint:
+    """The judge endpoint, started on first use and kept until ``close``: the loop holds
+    one for all its rounds (the embedded server's start-up costs tens of seconds)."""
+
+    def __init__(self, cfg: Config, workdir: Path) -> None:
+        self.cfg, self.workdir = cfg, workdir
+        self._stack = contextlib.ExitStack()
+        self._value: tuple[str, str] | None = None
+
+    def get(self) -> tuple[str, str]:
+        if self._value is None:
+            self._value = self._stack.enter_context(judge_endpoint(self.cfg, self.workdir))
+        return self._value
+
+    def close(self) -> None:
+        self._stack.close()
+        self._value = None
+
+    def __enter__(self) -> SharedEndpoint:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def connect_llm_judge(cfg: Config, url: str, model: str, request_budget=None):
     """An ``LLMJudge`` talking to a checked endpoint; a URL that does not answer, or does not
     serve the model, is a ConfigError that says what to fix."""
