@@ -21,6 +21,14 @@ DEMO_PROMPTS = "prompts/demo-prompts.jsonl"
 _BUILD_HINT = "run `grpo build-demo-model` first"
 
 
+def _demo_hint(cfg: Config, setting: str, what: str) -> str:
+    """A missing demo file: build it, or (for a user's own run) point the setting elsewhere."""
+    if cfg.policy.model == DEMO:
+        return _BUILD_HINT
+    return (f"'demo' means the demo's {what}, which `grpo build-demo-model` builds; with your "
+            f"own model, set {setting} to your own")
+
+
 def _demo_or_path(value: str, workdir: Path, demo_rel: str) -> Path:
     return Path(workdir) / demo_rel if value == DEMO else Path(value).expanduser()
 
@@ -48,7 +56,7 @@ def resolve_reward_models(cfg: Config, workdir: Path) -> list[tuple[str, Path]]:
     out = []
     for spec in cfg.judging.reward_models:
         path = _demo_or_path(spec, workdir, DEMO_RM_DIR)
-        hint = _BUILD_HINT if spec == DEMO else (
+        hint = _demo_hint(cfg, "judging.reward_models", "reward model") if spec == DEMO else (
             "set judging.reward_models to sequence-classification model directories "
             "(or drop reward_model from judging.sources)")
         out.append((reward_model_name(spec), require_model_dir(path, "judging.reward_models",
@@ -66,7 +74,7 @@ def judge_model_dir(cfg: Config, workdir: Path) -> Path | None:
     if q.base_url != "embedded":
         return None
     path = _demo_or_path(q.model, workdir, DEMO_JUDGE_DIR)
-    hint = _BUILD_HINT if q.model == DEMO else \
+    hint = _demo_hint(cfg, "llm_judge.model", "judge model") if q.model == DEMO else \
         "set llm_judge.model to a model directory to serve (base_url = 'embedded')"
     return require_model_dir(path, "llm_judge.model", hint)
 
@@ -80,7 +88,8 @@ def prompt_files(cfg: Config, workdir: Path) -> list[Path]:
     if spec == DEMO:
         path = Path(workdir) / DEMO_PROMPTS
         if not path.is_file():
-            raise ConfigError(f"prompts.path: no demo prompts at {path}; {_BUILD_HINT}")
+            raise ConfigError(f"prompts.path: no demo prompts at {path}; "
+                              + _demo_hint(cfg, "prompts.path", "prompts file"))
         return [path]
     path = Path(spec).expanduser()
     if path.is_dir():

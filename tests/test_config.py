@@ -128,3 +128,18 @@ def test_stages_out_of_order_say_what_to_run(argv, message, tmp_path, capsys):
     assert main([*argv, "--workdir", str(workdir)]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_own_model_with_demo_judges_names_the_settings_to_change(tmp_path):
+    """A user's model with the demo's judges: each error names the setting, not a build."""
+    model = tmp_path / "my-model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    cfg = load_config(overrides={"policy.model": str(model)})
+    with pytest.raises(ConfigError) as err:
+        preflight(cfg, tmp_path, judges=True)
+    assert str(err.value).startswith("judging.reward_models: no model at")
+    assert "set judging.reward_models to your own" in str(err.value)
+    cfg = load_config(overrides={"policy.model": str(model), "judging.sources": ["llm"]})
+    with pytest.raises(ConfigError, match="set llm_judge.model to your own"):
+        preflight(cfg, tmp_path, judges=True)
