@@ -140,6 +140,7 @@ def test_own_model_with_demo_judges_names_the_settings_to_change(tmp_path):
         preflight(cfg, tmp_path, judges=True)
     assert str(err.value).startswith("judging.reward_models: no model at")
     assert "set judging.reward_models to your own" in str(err.value)
-    cfg = load_config(overrides={"policy.model": str(model), "judging.sources": ["llm"]})
+    cfg = load_config(overrides={"policy.model": str(model), "judging.sources": ["llm"],
+                                 "loop.gold": ""})
     with pytest.raises(ConfigError, match="set llm_judge.model to your own"):
         preflight(cfg, tmp_path, judges=True)
