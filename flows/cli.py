@@ -115,6 +115,23 @@ def build_parser() -> argparse.ArgumentParser:
                                            "JSON lines, a Label Studio JSON export or an "
                                            "Argilla flattened export; see README")
 
+    p = sub.add_parser("export", help="write ranked groups for other trainers: trl "
+                                      "preference pairs or one row per group (listwise)")
+    _common(p)
+    p.add_argument("--format", choices=["trl", "listwise"], default="trl",
+                   help="trl: prompt/chosen/rejected pairs; listwise: prompt, completions "
+                        "best first, ranks (ties kept), group weight (default trl)")
+    p.add_argument("--pairs", choices=["best_worst", "all"], default=None,
+                   help="trl only: best_worst (default; best tier vs worst tier) or all "
+                        "(every strictly ordered pair); ties never become a pair")
+    p.add_argument("--out", type=Path, required=True,
+                   help="a .parquet or .jsonl file, or a directory (datasets save_to_disk)")
+    p.add_argument("--rounds", default=None,
+                   help="comma-separated rounds (default: every ranked round)")
+    p.add_argument("--text", action="store_true",
+                   help="string prompts rendered with the policy's chat template instead of "
+                        "messages (trl's standard layout)")
+
     p = sub.add_parser("train", help="groupwise preference training on ranked rounds "
                                      "(Prefect flow)")
     _common(p)
@@ -256,6 +273,23 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"no such file {args.file}")
         report = import_human_file(workdir, args.file)
         _print(report.__dict__ | {"catalog_rows": _rebuild(workdir)})
+        return 0
+
+    if cmd == "export":
+        from dataclasses import asdict
+
+        from pipeline.export import export_ranked
+
+        try:
+            export_rounds = [int(r) for r in args.rounds.split(",")] if args.rounds else None
+        except ValueError:
+            raise ValueError(f"--rounds {args.rounds!r}: expected comma-separated round "
+                             "numbers, e.g. 0,1") from None
+        result = export_ranked(workdir, args.out, args.format, args.pairs, export_rounds,
+                               args.text)
+        _say(cmd, f"{result.rows_written} rows from {result.groups_written} of "
+                  f"{result.groups_read} groups to {result.out}")
+        _print(asdict(result))
         return 0
 
     if cmd == "train":
