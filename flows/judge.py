@@ -67,6 +67,24 @@ def judge_endpoint(cfg: Config, workdir: Path):
         yield url, "embedded-judge"
 
 
+def open_llm_judge(cfg: Config, wd: Path, stack: contextlib.ExitStack) -> LLMJudge:
+    """The LLM judge, its endpoint checked (and, if embedded, started until ``stack``
+    closes)."""
+    url, model = stack.enter_context(judge_endpoint(cfg, wd))
+    budget = RequestBudget(cfg.llm_judge.max_requests)
+    client = JudgeClient(cfg.llm_judge, url, model, budget)
+    try:
+        served = client.check_reachable()
+    except Exception as err:  # noqa: BLE001 - any failure here means "fix the URL"
+        raise ConfigError(f"llm_judge.base_url: {url} does not answer "
+                          f"({type(err).__name__}: {err}); fix the URL or start "
+                          "the server") from err
+    if model not in served:
+        raise ConfigError(f"llm_judge.model: {model!r} is not served at {url}; "
+                          f"it serves {served}")
+    return LLMJudge(cfg.llm_judge, client, seed=cfg.generation.seed)
+
+
 @flow(name="judge", validate_parameters=False)
 def judge_flow(workdir: str, config_path: str | None = None, round_: int = 0,
                overrides: dict | None = None, show_progress: bool = True) -> dict:
@@ -81,21 +99,7 @@ def judge_flow(workdir: str, config_path: str | None = None, round_: int = 0,
     rms = reward_model_dirs(cfg, wd) if "reward_model" in sources else []
     results: list[stage.ShardJudgeResult] = []
     with contextlib.ExitStack() as stack:
-        llm = None
-        if "llm" in sources:
-            url, model = stack.enter_context(judge_endpoint(cfg, wd))
-            budget = RequestBudget(cfg.llm_judge.max_requests)
-            client = JudgeClient(cfg.llm_judge, url, model, budget)
-            try:
-                served = client.check_reachable()
-            except Exception as err:  # noqa: BLE001 - any failure here means "fix the URL"
-                raise ConfigError(f"llm_judge.base_url: {url} does not answer "
-                                  f"({type(err).__name__}: {err}); fix the URL or start "
-                                  "the server") from err
-            if model not in served:
-                raise ConfigError(f"llm_judge.model: {model!r} is not served at {url}; "
-                                  f"it serves {served}")
-            llm = LLMJudge(cfg.llm_judge, client, seed=cfg.generation.seed)
+        llm = open_llm_judge(cfg, wd, stack) if "llm" in sources else None
         if "verifier" in sources:
             judge = VerifierJudge(cfg.task.name)
             results += [judge_local_task(wd, round_, s, judge.source, judge.judge)

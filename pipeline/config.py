@@ -67,7 +67,19 @@ class GenerationConfig:
     max_num_seqs: int = 256  # vLLM batch limit
     kv_cache_gib: float = 1.0  # VLLM_CPU_KVCACHE_SPACE on CPU
     enforce_eager: bool = True  # skip torch.compile: faster engine start-up on CPU
+    # Fleet and parallelism (see README, A fleet of workers); none of these change what is
+    # sampled, so they are left out of the config hash that names the shard files.
+    lease_ttl_s: float = 60.0  # a worker's claim on a shard lapses after this long unrenewed
+    tensor_parallel_size: int = 1  # vLLM: GPUs each layer of one engine is split over
+    pipeline_parallel_size: int = 1  # vLLM: GPUs (or nodes) one engine's layers are split over
+    # Engines a round is spread over: `grpo fleet submit` starts this many worker runs, each
+    # with its own engine (vLLM's LLM() refuses data_parallel_size > 1 in one process).
+    data_parallel_size: int = 1
 
+
+# Settings that do not change a section's output, kept out of its fingerprint.
+NOT_FINGERPRINTED = {"generation": ("lease_ttl_s", "tensor_parallel_size",
+                                    "pipeline_parallel_size", "data_parallel_size")}
 
 JUDGE_SOURCES = ("verifier", "reward_model", "llm")
 
@@ -201,6 +213,10 @@ class Config:
         _check(g.max_new_tokens >= 1, "generation.max_new_tokens", "must be at least 1")
         _check(g.shard_size >= 1, "generation.shard_size", "must be at least 1")
         _check(g.kv_cache_gib > 0, "generation.kv_cache_gib", "must be positive")
+        _check(g.lease_ttl_s >= 1, "generation.lease_ttl_s",
+               f"got {g.lease_ttl_s}; a lease needs at least 1 s to be renewed in time")
+        for name in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size"):
+            _check(getattr(g, name) >= 1, f"generation.{name}", "must be at least 1")
         _check(self.policy.dtype in ("bfloat16", "float16", "float32"), "policy.dtype",
                f"got {self.policy.dtype!r}; use bfloat16, float16 or float32")
         d = self.demo_model
@@ -296,7 +312,8 @@ class Config:
     def fingerprint(self, *sections: str) -> str:
         """A short stable hash of the named sections: it names output files, so that a
         changed setting writes new files instead of being mistaken for finished work."""
-        payload = {s: self.to_dict()[s] for s in sorted(sections)}
+        payload = {s: {k: v for k, v in self.to_dict()[s].items()
+                       if k not in NOT_FINGERPRINTED.get(s, ())} for s in sorted(sections)}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
 
 

@@ -108,6 +108,17 @@ class ShardResult:
     skipped: bool
 
 
+def engine_kwargs(model_path: str, cfg: Config) -> dict:
+    """The keyword arguments of vLLM's ``LLM(...)``. Data parallelism is not among them:
+    ``LLM`` refuses ``data_parallel_size > 1`` in one process; a fleet runs one engine per
+    worker instead (``generation.data_parallel_size`` workers, README: A fleet of workers)."""
+    g = cfg.generation
+    return dict(model=str(model_path), dtype=cfg.policy.dtype, enforce_eager=g.enforce_eager,
+                enable_prefix_caching=True, max_num_seqs=g.max_num_seqs, seed=g.seed,
+                tensor_parallel_size=g.tensor_parallel_size,
+                pipeline_parallel_size=g.pipeline_parallel_size)
+
+
 class VLLMGroupSampler:
     """A vLLM offline engine that turns prompts into candidate tables.
 
@@ -123,10 +134,7 @@ class VLLMGroupSampler:
         self.cfg = cfg
         self.model_path = str(model_path)
         started = time.perf_counter()
-        self.llm = LLM(
-            model=self.model_path, dtype=cfg.policy.dtype, enforce_eager=g.enforce_eager,
-            enable_prefix_caching=True, max_num_seqs=g.max_num_seqs, seed=g.seed,
-        )
+        self.llm = LLM(**engine_kwargs(self.model_path, cfg))
         self.startup_seconds = time.perf_counter() - started
 
     def sample(self, prompts: list[TaskPrompt], round_: int, config_hash: str,
