@@ -283,12 +283,12 @@ def _fleet(workdir: Path, cfg, overrides: dict, args: argparse.Namespace) -> int
         print(json.dumps(result, indent=2))
         return 0
     runs = args.runs or cfg.generation.data_parallel_size
-    ids = fleet.submit(args.stage, args.round, runs)
+    ids, deployed_workdir = fleet.submit(args.stage, args.round, runs)
     if not args.wait:
         print(json.dumps(ids, indent=2))
         return 0
     states = fleet.wait_for_runs(ids, timeout_s=float("inf"))
-    print(json.dumps({"runs": states, "catalog_rows": _rebuild(workdir)}, indent=2))
+    print(json.dumps({"runs": states, "catalog_rows": _rebuild(deployed_workdir)}, indent=2))
     return 0 if all(s == "Completed" for s in states.values()) else 1
 
 

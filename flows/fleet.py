@@ -11,6 +11,7 @@ run is picked up by one Prefect worker; a worker started with ``--limit 1`` runs
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from pathlib import Path
 
@@ -116,23 +117,32 @@ def deploy(pool: str, workdir: Path, config_path: str | None, overrides: dict,
               "config_path": str(Path(config_path).resolve()) if config_path else None,
               "overrides": overrides}
     ids = {}
-    for fn_name, flow_name in (("generate_worker_flow", WORKER_FLOWS["generate"]),
-                               ("judge_worker_flow", WORKER_FLOWS["judge"])):
-        remote = flow.from_source(source=str(source), entrypoint=f"flows/fleet.py:{fn_name}")
-        ids[f"{flow_name}/{DEPLOYMENT}"] = str(remote.deploy(
-            name=DEPLOYMENT, work_pool_name=pool, parameters=params, tags=["grpo", "fleet"],
-            print_next_steps=False))
+    # Prefect prints its table of deployments to stdout; the CLI's stdout is JSON.
+    with contextlib.redirect_stdout(sys.stderr):
+        for fn_name, flow_name in (("generate_worker_flow", WORKER_FLOWS["generate"]),
+                                   ("judge_worker_flow", WORKER_FLOWS["judge"])):
+            remote = flow.from_source(source=str(source),
+                                      entrypoint=f"flows/fleet.py:{fn_name}")
+            ids[f"{flow_name}/{DEPLOYMENT}"] = str(remote.deploy(
+                name=DEPLOYMENT, work_pool_name=pool, parameters=params,
+                tags=["grpo", "fleet"], print_next_steps=False,
+                ignore_warnings=True))  # a process pool is the point, not a mistake
     return ids
 
 
-def submit(stage_name: str, round_: int, runs: int) -> list[str]:
-    """Start ``runs`` worker runs of a stage on one round; each is picked up by a worker."""
+def submit(stage_name: str, round_: int, runs: int) -> tuple[list[str], Path]:
+    """Start ``runs`` worker runs of a stage on one round; each is picked up by a worker.
+    Returns the run ids and the workdir the deployment works in."""
+    from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
+    round_ = _shared_round(round_)
     name = f"{WORKER_FLOWS[stage_name]}/{DEPLOYMENT}"
-    return [str(run_deployment(name, parameters={"round_": _shared_round(round_)},
-                               timeout=0).id)
-            for _ in range(runs)]
+    with get_client(sync_client=True) as client:
+        workdir = Path(client.read_deployment_by_name(name).parameters["workdir"])
+    ids = [str(run_deployment(name, parameters={"round_": round_}, timeout=0).id)
+           for _ in range(runs)]
+    return ids, workdir
 
 
 def wait_for_runs(run_ids: list[str], timeout_s: float, poll_s: float = 2.0) -> dict[str, str]:

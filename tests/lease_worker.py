@@ -5,6 +5,8 @@ race DIR N GO SLEEP  wait for the file GO, then run the fleet loop over outputs 
                      its output atomically.
 hold DIR TTL         claim DIR/out-0 and hold it (heartbeat running) until killed; prints
                      the owner id once the lease is held.
+judge DIR GO         wait for GO, then judge round 0 of the workdir DIR as one fleet worker
+                     with the verifier and a journaled stand-in for an LLM judge.
 grab DIR TTL GO N    wait for GO, try once to claim each of DIR/out-0..N-1 (their leases
                      expired); print "I SLOT" for each won, and hold what it won.
 """
@@ -17,7 +19,10 @@ import time
 from pathlib import Path
 
 from pipeline.atomic import write_text_atomic
-from pipeline.fleet import ShardJob, run_claimed
+from pipeline.fleet import Lazy, ShardJob, fleet_log, run_claimed
+from pipeline.fleet_jobs import JudgeSpec, judging_jobs
+from pipeline.judging.groups import judgment_row
+from pipeline.judging.verifier import VerifierJudge
 from pipeline.leases import new_owner_id, try_claim
 
 
@@ -69,6 +74,32 @@ def grab(d: Path, ttl_s: float, go: Path, n: int) -> None:
     print("\n".join(won), flush=True)
 
 
+class SlowJournaledJudge:
+    """Stands in for the LLM judge (an external service): yields each group's rows as it
+    finishes, a little later each time, like requests coming back."""
+
+    source = "llm:stand-in"
+
+    def judge_groups(self, groups):
+        for g in groups:
+            time.sleep(0.02)
+            yield g, [judgment_row(g, i, self.source, "score", 0, float(i))
+                      for i in range(g.k)]
+
+
+def judge(d: Path, go: Path) -> None:
+    verifier = VerifierJudge("sort_digits")
+    specs = [JudgeSpec(verifier.source, Lazy(lambda: verifier.judge)),
+             JudgeSpec(SlowJournaledJudge.source, Lazy(SlowJournaledJudge), journaled=True)]
+    jobs = judging_jobs(d, 0, specs)
+    owner = new_owner_id()
+    (d / f"ready-{os.getpid()}").touch()
+    _wait_for(go)
+    report = run_claimed(jobs, owner, ttl_s=5.0, log=fleet_log(d, 0, "judge", owner),
+                         poll_s=0.05)
+    print(len(report.done), flush=True)
+
+
 if __name__ == "__main__":
     mode, directory, *rest = sys.argv[1:]
     d = Path(directory)
@@ -76,6 +107,8 @@ if __name__ == "__main__":
         race(d, int(rest[0]), Path(rest[1]), float(rest[2]))
     elif mode == "hold":
         hold(d, float(rest[0]))
+    elif mode == "judge":
+        judge(d, Path(rest[0]))
     elif mode == "grab":
         grab(d, float(rest[0]), Path(rest[1]), int(rest[2]))
     else:
