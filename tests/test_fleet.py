@@ -167,7 +167,9 @@ def _held_leases(shard_dir: Path) -> list[tuple[Path, dict]]:
 def test_two_workers_share_a_round_and_survive_a_killed_worker(fleet, demo_model_dir,
                                                                tmp_path):
     workdir = tmp_path / "run"
-    n_prompts, shard_size, k = 768, 64, 8
+    # Enough shards that the worker whose engine is up first cannot finish the round
+    # before the other one starts (about 0.7 s a shard alone, 3-8 s with both running).
+    n_prompts, shard_size, k = 1280, 64, 8
     n_shards = n_prompts // shard_size
     overrides = small_overrides(demo_model_dir, **{
         "task.n_train_prompts": n_prompts, "generation.shard_size": shard_size,
@@ -194,6 +196,8 @@ def test_two_workers_share_a_round_and_survive_a_killed_worker(fleet, demo_model
     def kill_mid_shard() -> bool:
         done_by = Counter(e["owner"] for e in read_fleet_logs(workdir, 0, "generate")
                           if e["event"] == "done")
+        if sum(done_by.values()) == n_shards:
+            pytest.fail(f"the round finished before a kill could land: {done_by}")
         for output, lease in _held_leases(shard_dir):
             name = fleet.worker_of(lease["pid"])
             if name is None or output.exists():
