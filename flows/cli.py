@@ -163,6 +163,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--register-only", action="store_true",
                    help="register the deployments and exit (a worker or `serve` runs them)")
 
+    p = sub.add_parser("fleet", help="several workers share one round (README: A fleet of "
+                                     "workers): deploy, submit runs, or work here")
+    _common(p)
+    p.add_argument("action", choices=["deploy", "submit", "work"],
+                   help="deploy: register the worker flows on a process work pool; submit: "
+                        "start worker runs on a round; work: be one worker in this process")
+    p.add_argument("stage", nargs="?", choices=["generate", "judge"], default="generate")
+    p.add_argument("--round", type=int, default=0, help="the round the workers share")
+    p.add_argument("--pool", default="grpo", help="deploy: the process work pool (default grpo)")
+    p.add_argument("--runs", type=int, default=None,
+                   help="submit: worker runs to start (default generation.data_parallel_size)")
+    p.add_argument("--wait", action="store_true",
+                   help="submit: wait for the runs to finish, then rebuild the catalog")
+
     p = sub.add_parser("schema", help="print the ranked-group dataset schema")
     _common(p)
     p = sub.add_parser("config-schema", help="print the config's JSON Schema (every field, "
@@ -327,6 +341,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         serve(deployments)
         return 0
 
+    if cmd == "fleet":
+        return _fleet(workdir, cfg, overrides, args)
+
     if cmd == "db":
         _print(_rebuild(workdir))
         return 0
@@ -369,6 +386,32 @@ def _print_summary(result: dict) -> None:
     for note in result["notes"]:
         console.print(f"[bold red]{note}")
     console.print(f"report: {result['report']}")
+
+
+def _fleet(workdir: Path, cfg, overrides: dict, args: argparse.Namespace) -> int:
+    from flows import fleet
+    from pipeline.resolve import preflight
+
+    if args.action == "deploy":
+        _print(fleet.deploy(args.pool, workdir, args.config, overrides))
+        return 0
+    if args.action == "work":
+        if args.stage == "generate":
+            preflight(cfg, workdir, policy=True, prompts=True)
+            result = fleet.generate_worker_flow(str(workdir), args.config, args.round, overrides)
+        else:
+            preflight(cfg, workdir, judges=True)
+            result = fleet.judge_worker_flow(str(workdir), args.config, args.round, overrides)
+        _print(result)
+        return 0
+    runs = args.runs or cfg.generation.data_parallel_size
+    ids, deployed_workdir = fleet.submit(args.stage, args.round, runs)
+    if not args.wait:
+        _print(ids)
+        return 0
+    states = fleet.wait_for_runs(ids, timeout_s=float("inf"))
+    _print({"runs": states, "catalog_rows": _rebuild(deployed_workdir)})
+    return 0 if all(s == "Completed" for s in states.values()) else 1
 
 
 def _rebuild(workdir: Path) -> dict:

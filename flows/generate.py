@@ -1,8 +1,10 @@
 """Prefect flow: sample groups for one round, one task per shard.
 
 The flow owns the engine (started once, only if a shard is left to do) and hands it to
-each shard task. Prefect's cache is off on purpose: the shard files are the record of what
-finished, so a restarted run skips exactly the shards whose files exist.
+each shard task. Shards are claimed by lease, so several runs (a fleet of workers, or a
+second `grpo generate`) can share a round. Prefect's cache is off on purpose: the shard
+files are the record of what finished, so a restarted run skips exactly the shards whose
+files exist.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from pipeline import generation
-from pipeline.atomic import sweep_temp_files, write_text_atomic
+from pipeline import fleet_jobs, generation
+from pipeline.atomic import write_text_atomic
 from pipeline.catalog import rebuild
 from pipeline.config import load_config
+from pipeline.fleet import fleet_log, run_claimed
+from pipeline.leases import new_owner_id
 from pipeline.progress import progress_bar
 from pipeline.resolve import resolve_policy
 from pipeline.rounds import mark_stage, next_round_to_generate, policy_for_round
@@ -46,45 +50,44 @@ def generation_flow(workdir: str, config_path: str | None = None, round_: int | 
 
 def run_generation(workdir: Path, cfg, round_: int, policy: Path, sampler=None,
                    show_progress: bool = True, plan=None) -> dict:
-    """The body of the flow, callable with an engine the caller already started (the loop
-    shares one engine between evaluation and generation)."""
+    """The body of the flow, and of every fleet worker's generation run: the round's shards
+    are claimed one at a time by lease (``pipeline.fleet``), so any number of these may run
+    on one round at once. ``sampler``: an engine the caller already started (the loop shares
+    one between evaluation and generation); else one starts only if a shard is left."""
     started = time.perf_counter()
     plan = plan or generation.plan_round(workdir, cfg, round_, policy)
-    sweep_temp_files(round_dir(workdir, round_))
     write_text_atomic(cfg.to_toml(), round_dir(workdir, round_) / "generate.config.toml")
-    todo = generation.pending(workdir, plan)
+    owner = new_owner_id()
+    tokens = seconds = 0.0
+    with fleet_jobs.engine(plan, cfg, workdir, sampler) as lazy, \
+            progress_bar(show_progress) as bar:
+        todo = generation.pending(workdir, plan)
+        job = bar.add_task(f"round {round_}: generating", total=len(plan.train),
+                           completed=sum(len(s) for i, s in enumerate(plan.shards)
+                                         if i not in todo))
 
-    results: list[generation.ShardResult] = []
-    startup = 0.0
-    if todo:
-        own = sampler is None
-        if own:
-            sampler = generation.VLLMGroupSampler(policy, cfg, workdir)
-            startup = sampler.startup_seconds
-        done_prompts = sum(len(s) for i, s in enumerate(plan.shards) if i not in todo)
-        tokens = seconds = 0.0
-        try:
-            with progress_bar(show_progress) as bar:
-                job = bar.add_task(f"round {round_}: generating", total=len(plan.train),
-                                   completed=done_prompts)
-                for i in todo:
-                    res = generate_shard_task(sampler, workdir, plan, i)
-                    results.append(res)
-                    tokens += res.tokens
-                    seconds += res.seconds
-                    bar.update(job, advance=res.prompts,
-                               description=f"round {round_}: generating "
-                                           f"{tokens / max(seconds, 1e-9):,.0f} tok/s")
-        finally:
-            if own:
-                sampler.close()
+        def done(res: generation.ShardResult) -> None:
+            nonlocal tokens, seconds
+            tokens += res.tokens
+            seconds += res.seconds
+            bar.update(job, advance=res.prompts, description=f"round {round_}: generating "
+                       f"{tokens / max(seconds, 1e-9):,.0f} tok/s")
+
+        jobs = fleet_jobs.generation_jobs(workdir, plan, lazy, run_shard=generate_shard_task,
+                                          on_done=done)
+        report = run_claimed(jobs, owner, cfg.generation.lease_ttl_s,
+                             log=fleet_log(workdir, round_, "generate", owner))
+        engine_started = lazy.started
+        startup = lazy.get().startup_seconds if lazy.started and sampler is None else 0.0
+    results: list[generation.ShardResult] = report.results
     summary = {
         "round": round_, "policy": str(policy), "config_hash": plan.config_hash,
         "prompts": plan.prompt_summary, "shards": len(plan.shards),
-        "shards_generated": len(results), "shards_skipped": len(plan.shards) - len(results),
+        "shards_generated": len(results),
+        "shards_skipped": len(plan.shards) - len(results),
         "candidates_in_round": generation.count_round(workdir, plan),
-        "engine_startup_s": round(startup, 1),
-        "generated_tokens": sum(r.tokens for r in results),
+        "engine_started": engine_started, "engine_startup_s": round(startup, 1),
+        "generated_tokens": sum(r.tokens for r in results), "fleet": report.summary(),
         "shard_results": [asdict(r) | {"path": str(r.path)} for r in results],
     }
     if not generation.pending(workdir, plan):

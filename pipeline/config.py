@@ -112,7 +112,12 @@ class GenerationConfig(Section):
     enforce_eager: bool = Field(True, description="skip torch.compile: faster start-up on CPU")
     tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallelism (GPUs)")
     pipeline_parallel_size: int = Field(1, ge=1, description="vLLM pipeline parallelism")
-    data_parallel_size: int = Field(1, ge=1, description="vLLM data parallelism")
+    data_parallel_size: int = Field(1, ge=1, description=(
+        "data parallelism: the worker runs `grpo fleet submit` starts by default, one engine "
+        "each (vLLM refuses in-process data parallelism in its offline engine)"))
+    lease_ttl_s: float = Field(60.0, ge=1, description=(
+        "a shard's lease lapses this long after its worker's last heartbeat; another worker "
+        "then takes the shard over"))
     max_model_len: int = Field(0, ge=0, description="vLLM context length; 0 = the model's")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vLLM, on a GPU")
 

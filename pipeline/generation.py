@@ -170,8 +170,8 @@ def engine_kwargs(model_path: Path, cfg: Config) -> dict:
                   enable_prefix_caching=True, max_num_seqs=g.max_num_seqs, seed=g.seed,
                   tensor_parallel_size=g.tensor_parallel_size,
                   pipeline_parallel_size=g.pipeline_parallel_size)
-    if g.data_parallel_size > 1:
-        kwargs["data_parallel_size"] = g.data_parallel_size
+    # data_parallel_size is not passed: vLLM's offline engine refuses it in one process
+    # ("not supported for single-process usage"); a fleet of workers is the data parallelism.
     if g.max_model_len:
         kwargs["max_model_len"] = g.max_model_len
     if has_cuda():

@@ -1,0 +1,204 @@
+"""Shard leases and the fleet loop, with real processes racing and a real SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from pipeline.atomic import write_text_atomic
+from pipeline.fleet import ShardJob, run_claimed
+from pipeline.leases import (
+    LeaseLost,
+    claimable,
+    current_lease,
+    lease_path,
+    lease_slots,
+    new_owner_id,
+    read_lease,
+    try_claim,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+_started: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_outlives_its_test():
+    yield
+    while _started:
+        p = _started.pop()
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+def _worker(*args: str) -> subprocess.Popen:
+    p = subprocess.Popen([sys.executable, "-m", "tests.lease_worker", *args], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    _started.append(p)
+    return p
+
+
+def _wait_ready(d: Path, n: int, procs: list[subprocess.Popen], timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while len(list(d.glob("ready-*"))) < n:
+        for p in procs:
+            assert p.poll() is None, p.stderr.read()
+        assert time.time() < deadline, "workers did not start"
+        time.sleep(0.02)
+
+
+def test_two_processes_race_every_shard_done_exactly_once(tmp_path):
+    n = 300
+    go = tmp_path / "go"
+    procs = [_worker("race", str(tmp_path), str(n), str(go), "0") for _ in range(2)]
+    _wait_ready(tmp_path, 2, procs)
+    go.touch()
+    done = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        done.append(int(out.strip()))
+    record = (tmp_path / "record.txt").read_text().split("\n")[:-1]
+    started = Counter(line.split()[0] for line in record)
+    assert started == Counter({str(i): 1 for i in range(n)}), "a shard ran twice or never"
+    assert sum(done) == n and min(done) > 0, f"both workers must take part: {done}"
+    assert all((tmp_path / f"out-{i}").read_text() == f"{i}\n" for i in range(n))
+    assert not list(tmp_path.glob("out-*.lease-*")), "finished shards keep no lease"
+    # Each worker's log names the shards it finished; together they cover each once.
+    logged = [json.loads(line) for f in tmp_path.glob("log-*.jsonl")
+              for line in f.read_text().splitlines()]
+    assert Counter(e["output"] for e in logged if e["event"] == "done") == \
+        Counter({f"out-{i}": 1 for i in range(n)})
+
+
+def test_sigkilled_owner_lease_expires_and_is_taken_over(tmp_path):
+    ttl = 2.0
+    out = tmp_path / "out-0"
+    holder = _worker("hold", str(tmp_path), str(ttl))
+    owner = holder.stdout.readline().strip()
+    assert owner, holder.stderr.read()
+    first = read_lease(out, 0, ttl)
+    assert first.owner == owner and first.pid == holder.pid
+    # The heartbeat keeps it alive past its first expiry; nobody can claim it meanwhile.
+    time.sleep(ttl * 1.5)
+    assert first.expired() and not current_lease(out, ttl).expired()
+    assert try_claim(out, new_owner_id(), ttl) is None
+
+    os.killpg(holder.pid, signal.SIGKILL)
+    holder.wait()
+    dead = current_lease(out, ttl)
+    assert try_claim(out, new_owner_id(), ttl) is None, "taken before the lease expired"
+    # Another worker's loop waits for the expiry, then takes the shard over and finishes it.
+    me = new_owner_id()
+    report = run_claimed([ShardJob(out, lambda check: write_text_atomic("x", out))], me, ttl,
+                         poll_s=0.1)
+    assert report.done == ["out-0"]
+    [taken] = report.took_over
+    assert taken["from"] == owner and taken["expired_at"] == dead.expires_at
+    assert taken["claimed_at"] > dead.expires_at
+    assert out.read_text() == "x" and lease_slots(out) == []
+
+
+def test_takeover_races_have_exactly_one_winner(tmp_path):
+    """Four processes try to take over the same 300 expired leases at the same moment."""
+    ttl, n = 60.0, 300
+    for i in range(n):
+        stale = try_claim(tmp_path / f"out-{i}", "dead-owner", ttl)
+        stale._stop_heartbeat()
+        stale.release(done=False)  # marked expired, as a dead owner's lease ends up
+    go = tmp_path / "go"
+    procs = [_worker("grab", str(tmp_path), str(ttl), str(go), str(n)) for _ in range(4)]
+    _wait_ready(tmp_path, 4, procs)
+    go.touch()
+    won = []
+    for p in procs:
+        stdout, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        won.append(stdout.splitlines())
+    wins = Counter(line.split()[0] for lines in won for line in lines)
+    assert wins == Counter({str(i): 1 for i in range(n)}), "a lease was taken over twice"
+    assert all(line.split()[1] == "1" for lines in won for line in lines)
+    assert sum(1 for lines in won if lines) >= 2, "the processes did not actually race"
+
+
+def test_finished_output_is_never_claimed(tmp_path):
+    out = tmp_path / "out-0"
+    write_text_atomic("done", out)
+    assert try_claim(out, new_owner_id(), 5) is None
+    assert not lease_path(out, 0).exists()
+    ran = []
+    report = run_claimed([ShardJob(out, lambda check: ran.append(1))], new_owner_id(), 5)
+    assert ran == [] and report.done == [] and report.finished_elsewhere == 1
+
+
+def test_owner_that_stalled_past_its_lease_loses_it_and_does_not_write(tmp_path):
+    ttl = 1.0
+    out = tmp_path / "out-0"
+    slow = try_claim(out, "slow", ttl)
+    slow._stop_heartbeat()  # a stalled owner: alive, but no heartbeat
+    time.sleep(ttl + 0.2)
+    fast = try_claim(out, "fast", ttl)
+    assert fast is not None and fast.slot == 1 and fast.previous.owner == "slow"
+    with pytest.raises(LeaseLost):
+        slow.check()
+    slow.release(done=False)  # superseded: must leave the new owner's lease alone
+    assert read_lease(out, 1, ttl).owner == "fast" and not read_lease(out, 1, ttl).expired()
+    write_text_atomic("fast", out)
+    fast.release(done=True)
+    assert out.read_text() == "fast" and lease_slots(out) == []
+
+
+def test_a_lease_lost_mid_job_is_reported_and_not_written(tmp_path):
+    ttl = 1.0
+    out = tmp_path / "out-0"
+
+    def job(check):
+        # While this worker is stalled, another takes the shard over.
+        lease = current_lease(out, ttl)
+        os.utime(lease_path(out, lease.slot))
+        lease_path(out, lease.slot + 1).write_text("{}")
+        check()
+        write_text_atomic("stale", out)
+
+    report = run_claimed([ShardJob(out, job)], "stalled", ttl, wait_for_others=False)
+    assert report.lost == ["out-0"] and report.done == [] and not out.exists()
+
+
+def test_given_up_shard_is_claimable_at_once_and_numbers_are_not_reused(tmp_path):
+    out = tmp_path / "out-0"
+    first = try_claim(out, "a", 60)
+    ran = []
+    report = run_claimed([ShardJob(out, ran.append)], "b", 60, wait_for_others=False)
+    assert ran == [] and report.done == []  # held by a live lease
+    first.release(done=False)
+    assert claimable(out, 60)
+    with pytest.raises(ZeroDivisionError):  # a failing job gives its lease back at once
+        run_claimed([ShardJob(out, lambda check: 1 / 0)], "b", 60)
+    assert lease_slots(out) == [0, 1] and read_lease(out, 1, 60).expired()
+    again = try_claim(out, "c", 60)
+    assert again.slot == 2
+    again.release(done=False)
+
+
+def test_a_lease_caught_mid_write_counts_as_held_until_ttl_after_it(tmp_path):
+    out = tmp_path / "out-0"
+    lease_path(out, 0).write_text("")  # created, content not written yet
+    assert not claimable(out, 60)
+    old = time.time() - 120
+    os.utime(lease_path(out, 0), (old, old))
+    assert claimable(out, 60)
+    lease = try_claim(out, "next", 60)
+    assert lease.slot == 1
+    lease.release(done=False)
