@@ -62,3 +62,55 @@ def test_cli_lists_every_query(tmp_path, capsys):
     out = capsys.readouterr().out
     for q in list_queries():
         assert q.name in out
+
+
+def _ties_catalog(tmp_path):
+    """rm:a orders every group (and alone sets the consensus: candidate 2 wins); a listwise
+    judge scores everything 5.0; a pairwise judge ties every pair; rm:b ties sometimes."""
+    write_round(tmp_path, ["ok"] * 3, k=3, per_shard=3)
+    rows = []
+    for g in range(3):
+        rows += _scores(g, "rm:a", [1, 2, 3])
+        rows += [{**r, "view": v} for v in (0, 1) for r in _scores(g, "llm:lazy", [5, 5, 5])]
+        rows += [_pair(g, "llm:tie", i, j, 0.5) for i, j in ((0, 1), (0, 2), (1, 2))]
+    rows += _scores(0, "rm:b", [1, 1, 2]) + _scores(1, "rm:b", [2, 1, 2])
+    rows += _scores(2, "rm:b", [3, 2, 1])
+    _judgments(tmp_path, rows)
+    rank_round(tmp_path, 0, load_config(overrides={
+        "rank.weights": ["rm:a=1"], "rank.default_weight": 0.0}).rank)
+    rebuild(tmp_path)
+
+
+def test_winner_disagreement_reports_tie_share_next_to_agreement(tmp_path):
+    _ties_catalog(tmp_path)
+    rows = {r["source"]: r for r in run_query(tmp_path, "winner_disagreement").to_pylist()}
+    # A judge that ties everything never "disagrees", and says so: all its winners are tied.
+    for lazy in ("llm:lazy", "llm:tie"):
+        assert (rows[lazy]["differ_rate"], rows[lazy]["tied_winner_share"]) == (0.0, 1.0)
+        assert rows[lazy]["decided_differ_rate"] is None
+    assert (rows["rm:a"]["differ_rate"], rows["rm:a"]["tied_winner_share"]) == (0.0, 0.0)
+    # rm:b: group 0 agrees, group 1 ties its best (one of them the winner), group 2 differs.
+    assert rows["rm:b"]["winner_differs"] == 1 and rows["rm:b"]["groups"] == 3
+    assert rows["rm:b"]["tied_winner_share"] == round(1 / 3, 4)
+    assert rows["rm:b"]["decided_differ_rate"] == 0.5
+
+
+def test_score_distributions_share_of_exact_ties(tmp_path):
+    _ties_catalog(tmp_path)
+    rows = {r["source"]: r for r in run_query(tmp_path, "score_distributions").to_pylist()}
+    assert rows["llm:lazy"]["share_exact_ties"] == 1.0  # every candidate scored 5.0
+    assert rows["llm:tie"]["share_exact_ties"] == 1.0  # every reconciled verdict a tie
+    assert rows["rm:a"]["share_exact_ties"] == 0.0
+    assert rows["rm:b"]["share_exact_ties"] == round(4 / 9, 4)  # 2 + 2 + 0 of 9 candidates
+    assert "share_exactly_half" not in rows["rm:a"]
+
+
+def test_audit_listing_shows_every_summary_whole(tmp_path, capsys):
+    assert main(["audit", "--workdir", str(tmp_path)]) == 0
+    out = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    for q in list_queries():
+        assert q.summary.endswith((".", "?")), q.name  # a sentence, not its first line
+        assert "--" not in q.summary
+        assert q.summary in out, q.name
+    summaries = {q.name: q.summary for q in list_queries()}
+    assert summaries["human_machine_agreement"].endswith("against the other annotators.")
