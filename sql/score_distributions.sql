@@ -12,34 +12,31 @@ WITH scored AS (
     FROM judgments
     WHERE status = 'scored' AND (kind = 'score' OR view = -1)
 ),
-same_value AS (
-    SELECT source, kind, value, count(*) AS n
-    FROM scored
-    GROUP BY source, kind, group_id, view, value
-),
-ties AS (
-    SELECT source, kind,
-           sum(CASE WHEN kind = 'pairwise' THEN (value = 0.5)::INT * n
-                    WHEN n > 1 THEN n ELSE 0 END)        AS tied
-    FROM same_value
-    GROUP BY source, kind
-),
 stats AS (
     SELECT
         source, kind,
-        count(*)                                  AS n,
-        round(avg(value), 4)                      AS mean,
-        round(stddev_pop(value), 4)               AS sd,
-        round(min(value), 4)                      AS min,
-        round(quantile_cont(value, 0.1), 4)       AS p10,
-        round(quantile_cont(value, 0.5), 4)       AS p50,
-        round(quantile_cont(value, 0.9), 4)       AS p90,
-        round(max(value), 4)                      AS max,
-        count(DISTINCT value)                     AS distinct_values
+        count(*)                                            AS n,
+        round(avg(value), 4)                                AS mean,
+        round(stddev_pop(value), 4)                         AS sd,
+        round(min(value), 4)                                AS min,
+        quantile_cont(value, [0.1, 0.5, 0.9])               AS q,  -- one sort for all three
+        round(max(value), 4)                                AS max,
+        count(DISTINCT value)                               AS distinct_values,
+        sum((kind = 'pairwise' AND value = 0.5)::INT)       AS tied_verdicts
     FROM scored
     GROUP BY source, kind
+),
+score_ties AS (  -- candidates sharing their value with another of the same group and view
+    SELECT source, kind, sum(n) AS tied
+    FROM (SELECT source, kind, count(*) AS n FROM scored WHERE kind = 'score'
+          GROUP BY source, kind, group_id, view, value)
+    WHERE n > 1
+    GROUP BY source, kind
 )
-SELECT s.*, round(t.tied / s.n, 4) AS share_exact_ties
+SELECT s.source, s.kind, s.n, s.mean, s.sd, s.min,
+       round(s.q[1], 4) AS p10, round(s.q[2], 4) AS p50, round(s.q[3], 4) AS p90,
+       s.max, s.distinct_values,
+       round((s.tied_verdicts + coalesce(t.tied, 0)) / s.n, 4) AS share_exact_ties
 FROM stats s
-JOIN ties t USING (source, kind)
-ORDER BY source, kind;
+LEFT JOIN score_ties t USING (source, kind)
+ORDER BY s.source, s.kind;

@@ -12,40 +12,48 @@
 WITH reconciled AS (
     SELECT DISTINCT source FROM judgments WHERE view = -1
 ),
-pointwise AS (
-    SELECT source, group_id, candidate_id,
-           avg(CASE WHEN kind = 'rank' THEN -value ELSE value END) AS s
+pointwise_rows AS (
+    SELECT source, group_id, candidate_id, view,
+           CASE WHEN kind = 'rank' THEN -value ELSE value END AS s
     FROM judgments
     WHERE status = 'scored' AND kind IN ('score', 'rank')
       AND source NOT IN (SELECT source FROM reconciled)
-    GROUP BY ALL
 ),
-pairwise AS (
-    SELECT source, group_id, candidate_id, sum(value) AS s FROM (
-        SELECT source, group_id, candidate_id, value FROM judgments
+multi_view AS (
+    SELECT source FROM pointwise_rows GROUP BY source HAVING count(DISTINCT view) > 1
+),
+candidate_s AS (  -- one value per (source, candidate); single-view scores need no averaging
+    SELECT source, group_id, candidate_id, s FROM pointwise_rows
+    WHERE source NOT IN (SELECT source FROM multi_view)
+    UNION ALL
+    SELECT source, any_value(group_id), candidate_id, avg(s) FROM pointwise_rows
+    WHERE source IN (SELECT source FROM multi_view)
+    GROUP BY source, candidate_id
+    UNION ALL
+    SELECT source, any_value(group_id), candidate_id, sum(value) FROM (
+        -- each verdict counts for both candidates: value for the first, 1 - value for the other
+        SELECT source, group_id, unnest([candidate_id, opponent_id]) AS candidate_id,
+               unnest([value, 1 - value]) AS value
+        FROM judgments
         WHERE kind = 'pairwise' AND status = 'scored'
           AND (view = -1 OR source LIKE 'human:%')
-        UNION ALL
-        SELECT source, group_id, opponent_id, 1 - value FROM judgments
-        WHERE kind = 'pairwise' AND status = 'scored'
-          AND (view = -1 OR source LIKE 'human:%')
-    ) GROUP BY ALL
+    ) GROUP BY source, candidate_id
 ),
 per_group AS (
-    -- top2: the two best values; winner_s: the best value among consensus winners (rank 0).
-    -- Groups not ranked yet (no rankings row) are left out.
-    SELECT c.source, c.group_id,
-           max(c.s, 2)                              AS top2,
-           max(c.s) FILTER (WHERE r.rank = 0)       AS winner_s
-    FROM (SELECT * FROM pointwise UNION ALL SELECT * FROM pairwise) c
-    JOIN rankings r USING (candidate_id)
-    GROUP BY c.source, c.group_id
+    -- top2: the two best values; winner_s: the best value among consensus winners (rank 0)
+    SELECT source, group_id,
+           max(s, 2)                                                       AS top2,
+           max(s) FILTER (WHERE candidate_id IN (
+               SELECT candidate_id FROM rankings WHERE rank = 0))           AS winner_s
+    FROM candidate_s
+    GROUP BY source, group_id
 ),
 flagged AS (
     SELECT source,
            winner_s IS DISTINCT FROM top2[1]            AS differs,
            len(top2) = 2 AND top2[2] = top2[1]          AS tied_winner
     FROM per_group
+    WHERE group_id IN (SELECT group_id FROM groups)  -- groups ranked so far
 )
 SELECT source,
        count(*)                                          AS groups,
