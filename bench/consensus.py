@@ -229,7 +229,8 @@ def _run(root: Path, sizes: list[int], shard_groups: int, overrides: dict,
     runs: dict[int, list[dict]] = {g: [] for g in sizes}
     for _ in range(args.reps):  # interleaved: each repetition ranks every size once
         for g in sizes:
-            runs[g].append(run_isolated(_rank_job, str(workdirs[g]), overrides))
+            runs[g].append(run_isolated(_rank_job, str(workdirs[g]), overrides,
+                                        preload=("bench.consensus",)))
     print(f"\nranking stage (rank_round, Parquet to Parquet), k={K}, {SOURCES} sources, "
           f"{args.reps} repetitions, each in a fresh process:")
     for g in sizes:
