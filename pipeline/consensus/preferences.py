@@ -138,9 +138,12 @@ def _rows(tables: list[pa.Table], group_ids: pa.Array, sources: list[str],
     opponent or unreadable), kind (-1 = not read), view, v."""
     source_code = pa.array(sources, pa.string())
     kinds = pa.array(list(KINDS), pa.string())
+    scored = pa.array(["scored"], pa.string())
     parts = []
     for table in tables:
-        table = table.filter(pc.equal(table.column("status"), "scored"))
+        is_scored = _codes(table.column("status"), scored) == 0
+        if not is_scored.all():  # copying the table only when some rows failed
+            table = table.filter(pa.array(is_scored))
         if not table.num_rows:
             continue
         parts.append({
@@ -155,10 +158,8 @@ def _rows(tables: list[pa.Table], group_ids: pa.Array, sources: list[str],
     names = ["g", "s", "kind", "i", "j", "view", "v"]
     if not parts:
         return {n: np.zeros(0, np.float64 if n == "v" else np.int64) for n in names}
-    out = {n: np.concatenate([p[n] for p in parts]) for n in names}
-    for n in names[:-1]:
-        out[n] = out[n].astype(np.int64)
-    return out
+    return {n: np.concatenate([p[n] for p in parts]).astype(
+        np.float64 if n == "v" else np.int64, copy=False) for n in names}
 
 
 def _codes(column: pa.ChunkedArray, values: pa.Array) -> np.ndarray:
