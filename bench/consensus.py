@@ -179,7 +179,7 @@ def cycle_recall(workdir: Path, planted: np.ndarray) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--workdir", default="runs/bench-consensus",
                     help="where the synthesized rounds live (one folder per size)")
     ap.add_argument("--groups", default="1000000,4000000",

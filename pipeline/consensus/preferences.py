@@ -62,9 +62,9 @@ class PreferenceData:
     def chunk(self, lo: int, hi: int) -> torch.Tensor:
         """P [hi - lo, S, k, k] float32 for groups lo..hi-1."""
         s = torch.from_numpy(self.scores[lo:hi])
-        si, sj = s.unsqueeze(3), s.unsqueeze(2)
-        p = (si > sj).float() + 0.5 * (si == sj).float()
-        p[torch.isnan(si) | torch.isnan(sj)] = torch.nan
+        diff = s.unsqueeze(3) - s.unsqueeze(2)  # NaN where either score is missing
+        p = (diff > 0).float().add_(0.5 * (diff == 0).float())
+        p = torch.where(torch.isnan(diff), torch.nan, p)
         a, b = np.searchsorted(self.pair_g, [lo, hi])
         if b > a:
             n_src, k = p.shape[1], p.shape[2]
@@ -74,8 +74,7 @@ class PreferenceData:
             flat = p.view(-1)  # one flat index per entry: cheaper than four index tensors
             flat[torch.from_numpy((base + self.pair_i[a:b]) * k + self.pair_j[a:b])] = v
             flat[torch.from_numpy((base + self.pair_j[a:b]) * k + self.pair_i[a:b])] = 1 - v
-        k = self.k
-        p[:, :, torch.arange(k), torch.arange(k)] = torch.nan
+        p.diagonal(dim1=2, dim2=3).fill_(torch.nan)
         return p
 
 
