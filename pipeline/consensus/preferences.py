@@ -18,6 +18,7 @@ are sums and counts by ``bincount``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,33 +94,39 @@ def build_preferences(judgments: list[pa.Table], candidates: pa.Table, sources: 
     rounds = cands.column("round").to_numpy()[first]
     n_groups, n_src = len(first), len(sources)
 
-    rows = _rows(judgments, group_ids, sources, reconciled)
-    g, s, i, j = rows["g"], rows["s"], rows["i"], rows["j"]
-    n_g = n_cand[np.maximum(g, 0)]
-    # Rows naming a group or a candidate index the round does not have are ignored.
-    keep = (g >= 0) & (s >= 0) & (i >= 0) & (i < n_g) & ((j == -1) | (j < n_g))
-    keep &= ~np.isnan(rows["v"])
     is_reconciled = np.isin(np.arange(n_src), [sources.index(x) for x in reconciled])
-    src_rec = is_reconciled[np.maximum(s, 0)]
-    point = keep & ((rows["kind"] == KINDS["score"]) | (rows["kind"] == KINDS["rank"])) & \
-        ~src_rec
-    pair = keep & (rows["kind"] == KINDS["pairwise"]) & (src_rec == (rows["view"] == -1))
+    point_key, point_v, pair_key, pair_v = [], [], [], []
+    for rows in _rows(judgments, group_ids, sources):
+        g, s, kind, i, j = rows["g"], rows["s"], rows["kind"], rows["i"], rows["j"]
+        n_g = n_cand[np.maximum(g, 0)]
+        # Rows naming a group or a candidate index the round does not have are ignored.
+        keep = (g >= 0) & (s >= 0) & (i >= 0) & (i < n_g) & (j < n_g) & ~np.isnan(rows["v"])
+        src_rec = is_reconciled[np.maximum(s, 0)]
+        point = keep & ((kind == KINDS["score"]) | (kind == KINDS["rank"])) & ~src_rec
+        pair = keep & (kind == KINDS["pairwise"]) & (src_rec == (rows["view"] == -1)) & (j >= 0)
+        if point.any():
+            point_key.append((g[point] * n_src + s[point]) * k + i[point])
+            point_v.append(np.where(kind[point] == KINDS["rank"], -rows["v"][point],
+                                    rows["v"][point]))
+        if pair.any():
+            pair_key.append(((g[pair] * n_src + s[pair]) * k + i[pair]) * k + j[pair])
+            pair_v.append(rows["v"][pair])
 
-    value = np.where(rows["kind"] == KINDS["rank"], -rows["v"], rows["v"])
-    key = (g[point] * n_src + s[point]) * k + i[point]
     size = n_groups * n_src * k
-    total = np.bincount(key, weights=value[point], minlength=size)
+    key = np.concatenate(point_key) if point_key else np.zeros(0, np.int64)
+    total = np.bincount(key, weights=np.concatenate(point_v) if point_v else None,
+                        minlength=size)
     count = np.bincount(key, minlength=size)
     with np.errstate(invalid="ignore", divide="ignore"):
         scores = (total / count).astype(np.float32).reshape(n_groups, n_src, k)
 
-    pair &= j >= 0
-    pair_key = ((g[pair] * n_src + s[pair]) * k + i[pair]) * k + j[pair]
-    if np.all(pair_key[1:] > pair_key[:-1]):  # the usual case: one row per pair, in order
-        uniq, mean = pair_key, rows["v"][pair]
+    key = np.concatenate(pair_key) if pair_key else np.zeros(0, np.int64)
+    value = np.concatenate(pair_v) if pair_v else np.zeros(0)
+    if np.all(key[1:] > key[:-1]):  # the usual case: one row per pair, in order
+        uniq, mean = key, value
     else:  # several views of a pair (humans), or rows out of order
-        uniq, inverse, count = np.unique(pair_key, return_inverse=True, return_counts=True)
-        mean = np.bincount(inverse, weights=rows["v"][pair], minlength=len(uniq)) / count
+        uniq, inverse, count = np.unique(key, return_inverse=True, return_counts=True)
+        mean = np.bincount(inverse, weights=value, minlength=len(uniq)) / count
     pair_j, rest = uniq % k, uniq // k
     pair_i, rest = rest % k, rest // k
     pair_s, pair_g = rest % n_src, rest // n_src
@@ -131,34 +138,28 @@ def build_preferences(judgments: list[pa.Table], candidates: pa.Table, sources: 
         pair_v=mean.astype(np.float32))
 
 
-def _rows(tables: list[pa.Table], group_ids: pa.Array, sources: list[str],
-          reconciled: list[str]) -> dict[str, np.ndarray]:
-    """Scored rows as integer codes: g (-1 = not a group of this batch), s, i, j (-1 = no
-    opponent or unreadable), kind (-1 = not read), view, v."""
+def _rows(tables: list[pa.Table], group_ids: pa.Array,
+          sources: list[str]) -> Iterator[dict[str, np.ndarray]]:
+    """Each table's scored rows as integer codes (int64 where they index): g (-1 = not a
+    group of this batch), s, kind (-1 = not read), i, j (-1 = no opponent or unreadable),
+    view, v."""
     source_code = pa.array(sources, pa.string())
     kinds = pa.array(list(KINDS), pa.string())
     scored = pa.array(["scored"], pa.string())
-    parts = []
     for table in tables:
         is_scored = _codes(table.column("status"), scored) == 0
         if not is_scored.all():  # copying the table only when some rows failed
             table = table.filter(pa.array(is_scored))
         if not table.num_rows:
             continue
-        parts.append({
-            "g": _codes(table.column("group_id"), group_ids),
-            "s": _codes(table.column("source"), source_code),
-            "kind": _codes(table.column("kind"), kinds),
-            "i": candidate_index(table.column("candidate_id")),
-            "j": candidate_index(table.column("opponent_id")),
-            "view": table.column("view").to_numpy(zero_copy_only=False),
-            "v": pc.fill_null(table.column("value").cast(pa.float64()), np.nan).to_numpy(
-                zero_copy_only=False)})
-    names = ["g", "s", "kind", "i", "j", "view", "v"]
-    if not parts:
-        return {n: np.zeros(0, np.float64 if n == "v" else np.int64) for n in names}
-    return {n: np.concatenate([p[n] for p in parts]).astype(
-        np.float64 if n == "v" else np.int64, copy=False) for n in names}
+        yield {"g": _codes(table.column("group_id"), group_ids),
+               "s": _codes(table.column("source"), source_code),
+               "kind": _codes(table.column("kind"), kinds),
+               "i": candidate_index(table.column("candidate_id")),
+               "j": candidate_index(table.column("opponent_id")),
+               "view": table.column("view").to_numpy(zero_copy_only=False),
+               "v": pc.fill_null(table.column("value").cast(pa.float64()), np.nan).to_numpy(
+                   zero_copy_only=False)}
 
 
 def _codes(column: pa.ChunkedArray, values: pa.Array) -> np.ndarray:
