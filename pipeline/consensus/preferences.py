@@ -214,23 +214,26 @@ def _trailing_digits(arr: pa.Array) -> np.ndarray:
     offsets = np.frombuffer(offsets_buf, offset_type)[arr.offset:arr.offset + n + 1]
     data = np.frombuffer(data_buf, np.uint8) if data_buf is not None and data_buf.size else \
         np.zeros(1, np.uint8)
-    start, end = offsets[:-1].astype(np.int64), offsets[1:].astype(np.int64)
+    end = offsets[1:].astype(np.int64)
+    length = end - offsets[:-1]
 
-    def char_at(pos: np.ndarray) -> np.ndarray:  # 0 outside the string
-        return np.where(pos >= start, data[np.clip(pos, 0, len(data) - 1)], 0)
+    def byte(back: int) -> np.ndarray:  # the byte ``back`` places from the end; 0 if shorter
+        return np.where(length >= back, data[np.maximum(end - back, 0)], 0).astype(np.int16)
 
-    value = np.zeros(n, np.int64)
-    digits = np.zeros(n, np.int64)
-    still = np.ones(n, bool)
-    for place in range(3):
-        c = char_at(end - 1 - place).astype(np.int64)
-        still &= (c >= 48) & (c <= 57)  # an ASCII digit
-        value += np.where(still, (c - 48) * 10 ** place, 0)
-        digits += still
-    ok = (digits > 0) & (char_at(end - 1 - digits) == ord(":"))
+    c1, c2, c3, c4 = byte(1), byte(2), byte(3), byte(4)
+    d1, d2, d3 = c1 - 48, c2 - 48, c3 - 48  # digit values where 0 <= d <= 9
+    is1, is2, is3 = (d1 >= 0) & (d1 <= 9), (d2 >= 0) & (d2 <= 9), (d3 >= 0) & (d3 <= 9)
+    colon = ord(":")
+    out = np.full(n, -1, np.int64)
+    one = is1 & (c2 == colon)
+    two = is1 & is2 & (c3 == colon)
+    three = is1 & is2 & is3 & (c4 == colon)
+    out[one] = d1[one]
+    out[two] = d2[two] * 10 + d1[two]
+    out[three] = d3[three] * 100 + d2[three] * 10 + d1[three]
     if arr.null_count:
-        ok &= arr.is_valid().to_numpy(zero_copy_only=False)
-    return np.where(ok, value, -1)
+        out[~arr.is_valid().to_numpy(zero_copy_only=False)] = -1
+    return out
 
 
 def candidate_index_naive(ids: pa.ChunkedArray | pa.Array) -> np.ndarray:
