@@ -1,7 +1,10 @@
 """The ranking stage for a round: read judgments, merge chunk by chunk, write the tables.
 
-Writes ``rankings``, ``groups``, ``cycles`` and ``agreement`` (one file each per round,
-atomically) and ``source_weights.json`` (the weights used, estimated ones with the agreement
+A round is ranked one batch of whole groups at a time (``inputs``), the next batch read in a
+thread while this one is merged, and the tables are streamed to disk: memory is bounded by
+the batch, not by the round. Writes ``rankings``, ``groups``, ``cycles`` and ``agreement``
+(one file each per round, each replaced atomically when the round is done, rows in group-id
+order) and ``source_weights.json`` (the weights used, estimated ones with the agreement
 they came from). Optionally, weights are estimated from agreement with a trusted source:
 w = clip(log(acc / (1 - acc)), 0, 5), the log-odds a source's vote carries if it agrees with
 the trusted source with probability acc (chance gives 0).
