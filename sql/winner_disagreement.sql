@@ -12,21 +12,23 @@
 WITH reconciled AS (
     SELECT DISTINCT source FROM judgments WHERE view = -1
 ),
-pointwise_rows AS (
-    SELECT source, group_id, candidate_id, view,
-           CASE WHEN kind = 'rank' THEN -value ELSE value END AS s
+multi_view AS (  -- pointwise sources with several views: their scores are averaged first
+    SELECT source FROM judgments
+    WHERE status = 'scored' AND kind IN ('score', 'rank')
+    GROUP BY source HAVING count(DISTINCT view) > 1
+),
+pointwise AS (
+    SELECT source, group_id, candidate_id,
+           CASE WHEN kind = 'rank' THEN -value ELSE value END AS s, view
     FROM judgments
     WHERE status = 'scored' AND kind IN ('score', 'rank')
       AND source NOT IN (SELECT source FROM reconciled)
 ),
-multi_view AS (
-    SELECT source FROM pointwise_rows GROUP BY source HAVING count(DISTINCT view) > 1
-),
-candidate_s AS (  -- one value per (source, candidate); single-view scores need no averaging
-    SELECT source, group_id, candidate_id, s FROM pointwise_rows
+candidate_s AS (  -- one value per (source, candidate)
+    SELECT source, group_id, candidate_id, s FROM pointwise
     WHERE source NOT IN (SELECT source FROM multi_view)
     UNION ALL
-    SELECT source, any_value(group_id), candidate_id, avg(s) FROM pointwise_rows
+    SELECT source, any_value(group_id), candidate_id, avg(s) FROM pointwise
     WHERE source IN (SELECT source FROM multi_view)
     GROUP BY source, candidate_id
     UNION ALL
