@@ -99,18 +99,18 @@ def plan_round(workdir: Path, round_: int, judgment_files: list[Path] | None = N
     k_max = pl.scan_parquet(shards).select(pl.col("candidate_idx").max()).collect().item()
     k = int(k_max) + 1 if k_max is not None else 1
     batch_rows = batch_groups * k
-    ranges = sorted((*_group_range(s), s) for s in shards)
+    ranges = sorted((*_group_range(meta := pq.read_metadata(s), s), meta.num_rows, s)
+                    for s in shards)
     batches: list[Batch] = []
     run: list[tuple[str, str, Path]] = []
-    rows = 0
-    for lo, hi, shard in ranges:
-        n = pq.read_metadata(shard).num_rows
-        overlaps = bool(run) and lo <= max(r[1] for r in run)
-        if run and not overlaps and rows + n > batch_rows:
+    rows, run_last = 0, ""
+    for lo, hi, n, shard in ranges:
+        if run and lo > run_last and rows + n > batch_rows:  # never split overlapping shards
             batches.append(_batch(run, by_shard))
             run, rows = [], 0
         run.append((lo, hi, shard))
         rows += n
+        run_last = max(run_last, hi) if len(run) > 1 else hi
     if run:
         batches.append(_batch(run, by_shard))
 
@@ -128,9 +128,8 @@ def _batch(run: list[tuple[str, str, Path]], by_shard: dict[str, list[Path]]) ->
                  min(r[0] for r in run), max(r[1] for r in run))
 
 
-def _group_range(shard: Path) -> tuple[str, str]:
+def _group_range(meta: pq.FileMetaData, shard: Path) -> tuple[str, str]:
     """Smallest and largest group id of a shard, from the Parquet statistics when written."""
-    meta = pq.read_metadata(shard)
     col = next(i for i in range(meta.num_columns) if meta.schema.column(i).path == "group_id")
     stats = [meta.row_group(i).column(col).statistics for i in range(meta.num_row_groups)]
     if stats and all(s is not None and s.has_min_max for s in stats):
