@@ -103,6 +103,7 @@ def test_score_distributions_share_of_exact_ties(tmp_path):
     assert rows["rm:a"]["share_exact_ties"] == 0.0
     assert rows["rm:b"]["share_exact_ties"] == round(4 / 9, 4)  # 2 + 2 + 0 of 9 candidates
     assert "share_exactly_half" not in rows["rm:a"]
+    assert (rows["llm:lazy"]["distinct_values"], rows["rm:b"]["distinct_values"]) == (1, 3)
 
 
 def test_audit_listing_shows_every_summary_whole(tmp_path, capsys):
