@@ -53,6 +53,9 @@ RANK_WEIGHTS = ["rm:*=1", "llm:*=1"]
 GOAL_GROUPS_PER_S = 30_000
 GOAL_RSS_RATIO = 1.2
 GOAL_QUERY_S = 5.0
+# What the fork server imports once for every ranking job (not this module itself: a child
+# re-imports the main module by name, and runpy warns if it is already there).
+RANK_MODULES = ("pipeline.consensus.stage", "pipeline.config", "polars", "pyarrow.dataset")
 DATA_VERSION = 1  # bump when ``synthesize`` changes what it writes: reused data is then rebuilt
 QUICK = {"groups": [300, 1200], "shard_groups": 100, "chunk_groups": 250}
 
@@ -230,7 +233,7 @@ def _run(root: Path, sizes: list[int], shard_groups: int, overrides: dict,
     for _ in range(args.reps):  # interleaved: each repetition ranks every size once
         for g in sizes:
             runs[g].append(run_isolated(_rank_job, str(workdirs[g]), overrides,
-                                        preload=("bench.consensus",)))
+                                        preload=RANK_MODULES))
     print(f"\nranking stage (rank_round, Parquet to Parquet), k={K}, {SOURCES} sources, "
           f"{args.reps} repetitions, each in a fresh process:")
     for g in sizes:

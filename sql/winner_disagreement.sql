@@ -17,7 +17,7 @@ multi_view AS (  -- pointwise sources with several views: their scores are avera
     WHERE status = 'scored' AND kind IN ('score', 'rank')
     GROUP BY source HAVING count(DISTINCT view) > 1
 ),
-pointwise AS (
+pointwise AS NOT MATERIALIZED (
     SELECT source, group_id, candidate_id,
            CASE WHEN kind = 'rank' THEN -value ELSE value END AS s, view
     FROM judgments

@@ -133,3 +133,28 @@ def test_injection_flags_show_each_sources_score_and_rank_of_the_flagged_candida
     # The reward model ranks the injected candidate first, the verifier does not.
     assert (by_source["rm:a"]["rank_in_group"], by_source["rm:a"]["score"]) == (1, 3.0)
     assert by_source["verifier:t"]["rank_in_group"] == 3  # behind the two it scores 1
+
+
+def test_verdict_distribution_from_counts_equals_duckdbs_own_aggregates():
+    """score_distributions reads reconciled verdicts from a count per value (they take three
+    values); its figures must equal DuckDB's aggregates over the rows themselves."""
+    import random
+
+    import duckdb
+
+    sql = next(q for q in list_queries() if q.name == "score_distributions").sql
+    rng = random.Random(0)
+    for n in (1, 2, 3, 10, 37, 500):
+        con = duckdb.connect()
+        con.execute("CREATE TABLE judgments (source VARCHAR, kind VARCHAR, group_id VARCHAR, "
+                    "view INT, value DOUBLE, status VARCHAR)")
+        con.executemany("INSERT INTO judgments VALUES ('llm:x', 'pairwise', ?, -1, ?, 'scored')",
+                        [(f"g{i % 7}", rng.choice([0.0, 0.5, 1.0])) for i in range(n)])
+        got = con.sql(sql).fetchall()[0][2:]
+        want = con.sql("""
+            SELECT count(*), round(avg(value), 4), round(stddev_pop(value), 4),
+                   round(min(value), 4), round(quantile_cont(value, 0.1), 4),
+                   round(quantile_cont(value, 0.5), 4), round(quantile_cont(value, 0.9), 4),
+                   round(max(value), 4), count(DISTINCT value), round(avg((value = 0.5)::INT), 4)
+            FROM judgments""").fetchall()[0]
+        assert got == want, n
