@@ -158,3 +158,23 @@ def test_verdict_distribution_from_counts_equals_duckdbs_own_aggregates():
                    round(max(value), 4), count(DISTINCT value), round(avg((value = 0.5)::INT), 4)
             FROM judgments""").fetchall()[0]
         assert got == want, n
+
+
+def test_judge_position_consistency_counts_flips_across_views(tmp_path):
+    write_round(tmp_path, ["ok"], k=3)
+    listwise = [{**r, "view": 0} for r in _scores(0, "llm:list", [3, 2, 1])]
+    listwise += [{**r, "view": 1} for r in _scores(0, "llm:list", [3, 1, 2])]  # 1 vs 2 flips
+    pairwise = []
+    for view, verdicts in ((0, (1.0, 1.0, 0.5)), (1, (1.0, 0.0, 0.5))):  # 0 vs 2 flips
+        pairwise += [_pair(0, "llm:pair", i, j, v, view=view)
+                     for (i, j), v in zip(((0, 1), (0, 2), (1, 2)), verdicts, strict=True)]
+    _judgments(tmp_path, listwise + pairwise + _scores(0, "rm:a", [1, 2, 3]))
+    rebuild(tmp_path)
+    rows = {r["source"]: r for r in run_query(tmp_path, "judge_position_consistency").to_pylist()}
+    assert set(rows) == {"llm:list", "llm:pair"}  # a reward model sees no order
+    third, two_thirds = round(1 / 3, 4), round(2 / 3, 4)
+    assert [rows["llm:list"][c] for c in ("pairs_seen_in_several_orders", "consistent_rate",
+                                          "decided_rate", "tie_rate", "flipped_rate")] == [
+        3, two_thirds, two_thirds, 0.0, third]
+    assert [rows["llm:pair"][c] for c in ("consistent_rate", "decided_rate", "tie_rate",
+                                          "flipped_rate")] == [two_thirds, third, third, third]
