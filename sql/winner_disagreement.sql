@@ -33,10 +33,11 @@ candidate_s AS (  -- one value per (source, candidate)
     GROUP BY source, candidate_id
     UNION ALL
     SELECT source, any_value(group_id), candidate_id, sum(value) FROM (
-        -- each verdict counts for both candidates: value for the first, 1 - value for the other
-        SELECT source, group_id, unnest([candidate_id, opponent_id]) AS candidate_id,
-               unnest([value, 1 - value]) AS value
-        FROM judgments
+        -- each verdict counts for both sides: value for the first, 1 - value for the other
+        SELECT source, group_id,
+               CASE WHEN second THEN opponent_id ELSE candidate_id END AS candidate_id,
+               CASE WHEN second THEN 1 - value ELSE value END AS value
+        FROM judgments, (VALUES (false), (true)) AS side(second)
         WHERE kind = 'pairwise' AND status = 'scored'
           AND (view = -1 OR source LIKE 'human:%')
     ) GROUP BY source, candidate_id
