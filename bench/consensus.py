@@ -28,6 +28,7 @@ if __package__ in (None, ""):  # run as `python bench/consensus.py`: import this
 import argparse  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -213,7 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.quick:
             shutil.rmtree(root, ignore_errors=True)
-    emit_json({"benchmark": "consensus", "quick": args.quick, "machine": info, **result})
+    load_end = round(os.getloadavg()[0], 2)  # other work on the machine shows here
+    print(f"load average at the end: {load_end}")
+    emit_json({"benchmark": "consensus", "quick": args.quick, "machine": info,
+               "load_average_1min_end": load_end, **result})
     return 0
 
 
