@@ -40,6 +40,9 @@ candidate_s AS (  -- one value per (source, candidate)
         FROM judgments, (VALUES (false), (true)) AS side(second)
         WHERE kind = 'pairwise' AND status = 'scored'
           AND (view = -1 OR source LIKE 'human:%')
+          -- a side that gets 0 adds nothing: a candidate that never wins is left out, and it
+          -- cannot be the best, since the wins of a group's candidates add up to its pairs
+          AND (CASE WHEN second THEN value < 1 ELSE value > 0 END)
     ) GROUP BY source, candidate_id
 ),
 per_group AS (

@@ -73,6 +73,8 @@ def _ties_catalog(tmp_path):
         rows += _scores(g, "rm:a", [1, 2, 3])
         rows += [{**r, "view": v} for v in (0, 1) for r in _scores(g, "llm:lazy", [5, 5, 5])]
         rows += [_pair(g, "llm:tie", i, j, 0.5) for i, j in ((0, 1), (0, 2), (1, 2))]
+        # A judge that ranks 0 > 1 > 2: the consensus winner (2) never wins a verdict.
+        rows += [_pair(g, "llm:rev", i, j, 1.0) for i, j in ((0, 1), (0, 2), (1, 2))]
     rows += _scores(0, "rm:b", [1, 1, 2]) + _scores(1, "rm:b", [2, 1, 2])
     rows += _scores(2, "rm:b", [3, 2, 1])
     _judgments(tmp_path, rows)
@@ -89,6 +91,7 @@ def test_winner_disagreement_reports_tie_share_next_to_agreement(tmp_path):
         assert (rows[lazy]["differ_rate"], rows[lazy]["tied_winner_share"]) == (0.0, 1.0)
         assert rows[lazy]["decided_differ_rate"] is None
     assert (rows["rm:a"]["differ_rate"], rows["rm:a"]["tied_winner_share"]) == (0.0, 0.0)
+    assert (rows["llm:rev"]["differ_rate"], rows["llm:rev"]["decided_differ_rate"]) == (1.0, 1.0)
     # rm:b: group 0 agrees, group 1 ties its best (one of them the winner), group 2 differs.
     assert rows["rm:b"]["winner_differs"] == 1 and rows["rm:b"]["groups"] == 3
     assert rows["rm:b"]["tied_winner_share"] == round(1 / 3, 4)
