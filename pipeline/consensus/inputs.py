@@ -1,8 +1,8 @@
 """What the ranking of a round reads, cut into batches of whole groups.
 
 Memory must not grow with the number of groups, so a round is ranked one batch at a time: a
-batch is a run of candidates shards (about ``batch_rows`` candidates, whole shards) with the
-judgment files made for those shards. A judgment file belongs to a shard when its name ends
+batch is a run of candidates shards (about ``batch_groups`` groups, whole shards) with the
+judgment files made for those shards, read in one scan. A judgment file belongs to a shard when its name ends
 with ``--<shard file name>`` (``SOURCE--...--shard-00000-HASH.parquet``, one per source and
 shard); any other judgment file (human imports, hand-written files) is read for every batch,
 filtered to the batch's groups. Batches are cut in group-id order and never split a group:
