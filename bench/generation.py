@@ -82,16 +82,28 @@ def fmt(stat: dict, digits: int = 0, unit: str = "") -> str:
             f"n={stat['n']}){' ' + unit if unit else ''}")
 
 
-def interleaved(contenders: dict[str, Callable[[], dict]], reps: int) -> dict[str, list[dict]]:
+def interleaved(contenders: dict[str, Callable[[], dict]], reps: int, settle_s: float = 0.0,
+                show: str = "") -> dict[str, list[dict]]:
     """Run every contender once per repetition, the order rotating between repetitions, so
-    that a load change on this shared machine hits each of them alike."""
+    that a load change on this shared machine hits each of them alike; ``settle_s`` of
+    pause before each run lets the previous one's background work end; ``show``: the key
+    of each result to print as it comes."""
     names = list(contenders)
     results: dict[str, list[dict]] = {n: [] for n in names}
     for rep in range(reps):
         shift = rep % len(names)
         for name in names[shift:] + names[:shift]:
+            time.sleep(settle_s)
             results[name].append(contenders[name]())
+            if show:
+                print(f"    repetition {rep + 1}, {name}: {results[name][-1][show]:,}",
+                      flush=True)
     return results
+
+
+# vLLM's CPU worker busy-waits for the next step for 1 s after its last one (SpinCondition,
+# busy_loop_s=1): a run that starts sooner shares a core with that spin.
+ENGINE_SETTLE_S = 1.5
 
 
 # --- The workload: the demo architecture at scale, the demo task's chat-rendered prompts.
@@ -417,6 +429,7 @@ def compare(w: Workload, sampler, reps: int, hf_batches: list[int],
     select_ids = w.prompt_ids[:hf_select_prompts]
     selection = []
     for dtype, hf in hf_models.items():
+        time.sleep(ENGINE_SETTLE_S)
         hf.run(w, 2, select_ids[:2])  # warm-up
         for batch in hf_batches:
             r = hf.run(w, batch, select_ids)
@@ -435,7 +448,8 @@ def compare(w: Workload, sampler, reps: int, hf_batches: list[int],
                   "bare_vllm": lambda: bare_vllm(sampler.llm, w)}
     for dtype, hf in hf_models.items():
         contenders[f"hf_{dtype}"] = lambda hf=hf, b=best[dtype]: hf.run(w, b)
-    runs = interleaved(contenders, reps)
+    print("\ninterleaved repetitions, generated tokens/s:")
+    runs = interleaved(contenders, reps, ENGINE_SETTLE_S, show="tokens_per_s")
     hf_names = [n for n in runs if n.startswith("hf_")]
     hf_best = max(hf_names, key=lambda n: spread([r["tokens_per_s"] for r in runs[n]])["median"])
 
@@ -473,7 +487,8 @@ def sweep(w: Workload, default, reps: int, only: tuple[str, ...] = ()) -> list[d
             row["startup_s"] = round(startup, 1)
             bare_vllm(llm, w)  # warm-up (a compiled engine compiles here)
             runs = interleaved({"default": lambda: bare_vllm(default.llm, w),
-                                "setting": lambda llm=llm: bare_vllm(llm, w)}, reps)
+                                "setting": lambda llm=llm: bare_vllm(llm, w)}, reps,
+                               ENGINE_SETTLE_S, show="tokens_per_s")
             row["tokens_per_s"] = spread([r["tokens_per_s"] for r in runs["setting"]], 1)
             row["default_tokens_per_s"] = spread([r["tokens_per_s"] for r in runs["default"]],
                                                  1)
