@@ -133,6 +133,7 @@ def train(cfg: Config, workdir: Path, rounds: list[int], policy_dir: Path, ref_d
     if ref_info["reference"] == "adapter_disabled":  # the prepared model, adapter switched off
         reference = adapter_disabled_reference(model, acc.unwrap_model(model), logps_fn)
     position = start_or_resume(run, resume)
+    resumed_from = position.step
     ctx = StepContext(model, acc, run.groups, logps_fn, reference, LossType(t.loss), t.beta,
                       t.max_batch_tokens, run.pad_id)
     tracking.start_run(acc, t, run.output_dir.name, cfg)
@@ -148,7 +149,7 @@ def train(cfg: Config, workdir: Path, rounds: list[int], policy_dir: Path, ref_d
     result = TrainResult(
         str(run.output_dir), losses["steps"], len(run.groups), losses["first"], losses["last"],
         ref_info["path"], ref_info["hit"], round(time.perf_counter() - started, 1),
-        position.step, acc.num_processes, _groups_per_rank(run), ref_info["reference"],
+        resumed_from, acc.num_processes, _groups_per_rank(run), ref_info["reference"],
         str(run.output_dir.with_name(run.output_dir.name + ".adapter")) if t.lora_rank else None)
     if acc.is_main_process:
         write_text_atomic(json.dumps(asdict(result), indent=2), run.ckpt_dir / "result.json")
