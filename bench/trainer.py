@@ -273,7 +273,7 @@ def print_tables(result: dict) -> None:
     cd = result.get("c_d_vs_trl")
     if not cd:
         return
-    say(f"\n(c, d) {cd["parameters"] / 1e6:.1f}M parameters, {cd['pairs']} pairs, batch 8, one "
+    say(f"\n(c, d) {cd['parameters'] / 1e6:.1f}M parameters, {cd['pairs']} pairs, batch 8, one "
         "epoch, model on disk to saved model")
     say("  side               pairs/s          s/step              peak RSS MiB")
     for side, s in cd["sides"].items():

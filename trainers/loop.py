@@ -122,9 +122,17 @@ def train(cfg: Config, workdir: Path, rounds: list[int], policy_dir: Path, ref_d
     started = time.perf_counter()
     run = setup(cfg, workdir, rounds, policy_dir, ref_dir, output_dir, resume, overwrite)
     t, acc = cfg.train, run.accelerator
-    model = load_policy(policy_dir, t, acc.local_process_index)
+    loaded: list = []
+
+    def policy():  # loaded after a separate reference model is freed: one model at a time
+        if not loaded:
+            loaded.append(load_policy(policy_dir, t, acc.local_process_index))
+        return loaded[0]
+
     logps_fn = training_logps_fn(cfg, acc)
-    reference, ref_info = prepare_reference(run, model, logps_fn)
+    reference, ref_info = prepare_reference(run, policy, logps_fn)
+    model = policy()
+    loaded.clear()
     optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                               lr=t.learning_rate)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -209,11 +217,12 @@ def _same_model(a: Path, b: Path) -> bool:
     return Path(a).resolve() == Path(b).resolve()
 
 
-def prepare_reference(run: Run, model, logps_fn) -> tuple:
+def prepare_reference(run: Run, policy, logps_fn) -> tuple:
     """(reference function, info). Reference-free: none. LoRA against its own base without
     the cache: the policy with the adapter disabled, each step. Otherwise the cache, filled
     on a miss by the policy's base (LoRA: adapter disabled, no second model) or by the
-    reference model loaded for that pass alone and freed."""
+    reference model loaded for that pass alone and freed before ``policy()`` loads the
+    policy."""
     t, acc = run.cfg.train, run.accelerator
     if t.reference_free:
         return no_reference, {"reference": "none", "path": None, "hit": False}
@@ -223,7 +232,7 @@ def prepare_reference(run: Run, model, logps_fn) -> tuple:
 
     def compute_share(share: list[int]) -> dict[str, float]:
         if own_base:
-            model.to(acc.device)
+            model = policy().to(acc.device)
             with model.disable_adapter():
                 return group_logps_by_candidate(model, run.groups, run.pad_id,
                                                 t.groups_per_batch, t.max_batch_tokens, share)
