@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from pipeline.atomic import atomic_dir, write_text_atomic
@@ -71,8 +71,13 @@ def restore(accelerator, ckpt_dir: Path) -> Position | None:
     ckpt = latest_checkpoint(ckpt_dir)
     if ckpt is None:
         return None
+    saved = json.loads((ckpt / "position.json").read_text())
+    if set(saved) != {f.name for f in fields(Position)}:
+        raise ValueError(f"{ckpt} was written by an older trainer whose steps are cut "
+                         "differently; it cannot be resumed exactly: train again without "
+                         "--resume")
     accelerator.load_state(str(ckpt))
-    return Position(**json.loads((ckpt / "position.json").read_text()))
+    return Position(**saved)
 
 
 def truncate_metrics(path: Path, step: int) -> None:

@@ -255,10 +255,10 @@ def start_or_resume(run: Run, resume: bool) -> Position:
     acc = run.accelerator
     position = restore(acc, run.ckpt_dir) if resume else None
     if acc.is_main_process:
-        if position is not None:
-            truncate_metrics(run.metrics_path, position.step)
-        elif not resume:
+        if not resume:
             shutil.rmtree(run.ckpt_dir, ignore_errors=True)
+        # Lines written after the checkpoint (or by a run that never reached one) go.
+        truncate_metrics(run.metrics_path, position.step if position else 0)
         run.ckpt_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(run.cfg.to_toml(), run.ckpt_dir / "train.config.toml")
     acc.wait_for_everyone()
