@@ -44,14 +44,24 @@ def _grpo(*args: str) -> None:
 
 
 def source_round(workdir: Path) -> tuple[Path, Path]:
-    """(store, the policy that generated it): a real demo round, built once."""
-    source = Path(workdir) / "source"
-    if not (source / "rounds" / "r000" / "rankings").exists():
-        for cmd in (["build-demo-model"], ["generate"], ["judge", "--sources", "verifier"],
-                    ["rank", "--set", 'rank.weights=["verifier:*=1"]']):
-            _grpo(*cmd, "--workdir", str(source))
+    """(store, the policy that generated it): a real demo round, built once, ranked by the
+    verifier alone (made a training source here, so not the loop's gold)."""
     from pipeline.rounds import round_policy
+    from trainers.data import load_ranked_groups
 
+    source = Path(workdir) / "source"
+    try:
+        ready = bool(load_ranked_groups(source, [0]))
+    except ValueError:  # a stage is missing
+        ready = False
+    if not ready:
+        verifier_only = ["--set", 'judging.sources=["verifier"]', "--set", 'loop.gold=""']
+        if not (source / "models" / "demo-policy" / "config.json").exists():
+            _grpo("build-demo-model", "--workdir", str(source))
+        for cmd in (["generate", "--round", "0"], ["judge", "--round", "0", *verifier_only],
+                    ["rank", "--round", "0", *verifier_only,
+                     "--set", 'rank.weights=["verifier:*=1"]']):
+            _grpo(*cmd, "--workdir", str(source))
     return source, round_policy(source, 0)
 
 

@@ -113,7 +113,10 @@ def test_two_processes_share_the_groups_and_match_one_process(ranked_store, tmp_
     assert [m["step"] for m in a] == [m["step"] for m in b] == list(range(1, r1["steps"] + 1))
     for x, y in zip(a, b, strict=True):
         assert x["loss"] == pytest.approx(y["loss"], abs=1e-3), x["step"]
-        assert x["rank_acc"] == pytest.approx(y["rank_acc"], abs=0.05), x["step"]
+        if x["step"] > 1:  # at step 1 policy = reference: the order of ~1e-8 rewards is noise
+            assert x["rank_acc"] == pytest.approx(y["rank_acc"], abs=0.05), x["step"]
+    worst = max(abs(x["loss"] - y["loss"]) for x, y in zip(a, b, strict=True))
+    print(f"largest loss difference, 1 vs 2 processes, {len(a)} steps: {worst:.2e}")
     # Only the main process wrote: one metrics line per step, one final model.
     assert (two / "config.json").is_file() and not list(two.parent.glob("*.tmp"))
 
