@@ -97,9 +97,9 @@ def test_two_processes_share_the_groups_and_match_one_process(ranked_store, tmp_
     """Same global batch: the two runs optimise the same objective on the same steps; they
     differ only in float32 summation order (two half-step gradients all-reduced instead of
     one sum, batches padded to other widths), which Adam carries forward. Measured here:
-    losses agree to ~1e-5 after 39 steps; the bound is 1e-3, a hundredth of the smallest
-    step-to-step change of the loss in these runs, so a wrong share or normalisation (a
-    group counted twice or left out moves a step's loss by ~0.1) cannot pass."""
+    losses agree to 1.7e-5 over 42 steps. The bound, 1e-3, is below every step-to-step
+    change of the loss in these runs (the smallest was 0.012), so a step computed on other
+    groups or other weights (a share counted twice, a group left out) cannot pass."""
     workdir = copy_store(ranked_store, tmp_path / "w")
     env = _env(tmp_path)
     one, two = workdir / "models" / "one", two_process_run
