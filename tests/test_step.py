@@ -87,7 +87,7 @@ def test_same_step_packed_three_ways_gives_the_same_gradient(loss):
         got, stats = _step_grads(groups, budget, loss)
         assert stats.loss / len(groups) == pytest.approx(want_loss, rel=1e-9)
         for a, b in zip(got, want, strict=True):
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-8)
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
 
 
 def test_a_group_alone_in_its_pass_weighs_the_same_as_the_others():
@@ -101,7 +101,7 @@ def test_a_group_alone_in_its_pass_weighs_the_same_as_the_others():
     singles = [_step_grads([g], 10_000)[0] for g in groups]
     for n, a in enumerate(together):
         mean = sum(s[n] for s in singles) / len(groups)
-        torch.testing.assert_close(a, mean, rtol=1e-4, atol=1e-8)
+        torch.testing.assert_close(a, mean, rtol=1e-4, atol=1e-7)
 
 
 def test_split_group_under_packed_logps_and_reference_free():
@@ -109,7 +109,7 @@ def test_split_group_under_packed_logps_and_reference_free():
     want, _ = _direct_grads(groups, ref=False)
     got, _ = _step_grads(groups, 12, ref=False, logps_fn=group_logps_packed)
     for a, b in zip(got, want, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-8)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
 
 
 def test_micro_batches_fit_the_budget_and_cover_every_candidate():
