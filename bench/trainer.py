@@ -209,7 +209,8 @@ def run_sides(workdir: Path, model_dir: Path, sides: tuple[str, ...], repeats: i
                 raise RuntimeError(f"{side}: {proc.stderr.strip()[-2000:]}")
             row = json.loads(proc.stdout.strip().splitlines()[-1])
             runs[side].append(row)
-            say(f"  rep {rep + 1} {side:17s} {row['seconds']:8.2f} s  {row['steps']} steps  "
+            say(f"  rep {rep + 1} {side:17s} {row['seconds']:8.2f} s in all, "
+                f"{row['train_seconds']:7.2f} s training, {row['steps']} steps, "
                 f"peak RSS {row['peak_rss_mib']:7.0f} MiB")
     return runs
 
@@ -275,7 +276,7 @@ def print_tables(result: dict) -> None:
         return
     say(f"\n(c, d) {cd['parameters'] / 1e6:.1f}M parameters, {cd['pairs']} pairs, batch 8, one "
         "epoch, model on disk to saved model")
-    say("  side               pairs/s          s/step              peak RSS MiB")
+    say("  side               pairs/s (span)   s/step (training)   peak RSS MiB")
     for side, s in cd["sides"].items():
         say(f"  {side:17s}  {_fmt(s['pairs_per_s'])}  {_fmt(s['s_per_step'])}  "
             f"{_fmt(s['peak_rss_mib'])}")
@@ -292,7 +293,7 @@ def _fmt(s: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", default="runs/bench")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--groups", type=int, default=8, help="groups per pass in (a) and (b)")
     ap.add_argument("--pairs", type=int, default=64, help="pairs trained on in (c) and (d)")
     ap.add_argument("--quick", action="store_true",

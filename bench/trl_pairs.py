@@ -9,11 +9,15 @@ and as a k=2 store for this trainer: a copy of the round's tables keeping only t
 and candidates (rows filtered, never rebuilt, so the store follows the schema as it changes).
 
 ``python -m bench.trl_pairs SIDE WORKDIR MODEL`` trains one epoch on one side, from model
-directory and data on disk to a saved model, and prints a JSON line with seconds, optimizer
-steps and peak RSS. Sides: ours_full (full fine-tuning; the reference pass, cached, is part
-of the run), ours_lora (LoRA, reference = adapter disabled each step), ours_lora_cached
-(LoRA, reference pass once into the cache), trl_full (DPOTrainer with a reference model),
-trl_lora (DPOTrainer with the same LoRA settings: its reference is the adapter disabled).
+directory and data on disk to a saved model, and prints a JSON line: seconds of that whole
+span (pairs/s), seconds of the epoch's work alone (reference pass and optimizer steps for
+this trainer, ``trainer.train()`` for trl, whose reference forwards are inside its steps:
+s/step), optimizer steps and peak RSS.
+
+Sides: ours_full (full fine-tuning; the reference pass, cached, is part of the run),
+ours_lora (LoRA, reference = adapter disabled each step), ours_lora_cached (LoRA, reference
+pass once into the cache), trl_full (DPOTrainer with a reference model), trl_lora
+(DPOTrainer with the same LoRA settings: its reference is the adapter disabled).
 """
 
 from __future__ import annotations
@@ -243,17 +247,24 @@ def run_side(side: str, workdir: Path, model_dir: Path) -> dict:
         result = train(load_config(overrides=overrides), store, [0], model_dir, model_dir,
                        store / "models" / side, show_progress=False, overwrite=True)
         steps = result.steps
+        # the epoch's work: the reference pass (as trl does its reference forwards inside
+        # its loop) and the optimizer steps
+        train_seconds = result.phase_seconds["reference"] + result.phase_seconds["steps"]
     else:
         # Same span as ours: from model directories and data on disk to a saved model
         # (trl's tokenisation, reference passes and model loading included, as ours are).
         trainer = _trl_trainer(model_dir, model_dir, pairs, workdir / f"{side}-out",
                                lora=side == "trl_lora")
+        began = time.perf_counter()
         steps = trainer.train().global_step
+        train_seconds = time.perf_counter() - began
         trainer.save_model(str(workdir / f"{side}-out" / "final"))
     seconds = time.perf_counter() - start
     return {"side": side, "pairs": len(pairs), "steps": steps, "seconds": round(seconds, 3),
             "pairs_per_s": round(len(pairs) / seconds, 2),
-            "s_per_step": round(seconds / max(1, steps), 3), "peak_rss_mib": _peak_rss_mib()}
+            "train_seconds": round(train_seconds, 3),
+            "s_per_step": round(train_seconds / max(1, steps), 3),
+            "peak_rss_mib": _peak_rss_mib()}
 
 
 def _peak_rss_mib() -> float:

@@ -79,6 +79,9 @@ class TrainResult:
     groups_per_rank: list[int] | None = None  # groups each process trained on per epoch
     reference: str = "cached"  # cached | adapter_disabled | none
     adapter_dir: str | None = None
+    # wall seconds of each part: setup (data, tokenizer), reference (pass or cache read),
+    # steps (the optimizer steps of this run), save (model, adapter, merge)
+    phase_seconds: dict | None = None
 
 
 @dataclass
@@ -120,7 +123,9 @@ def train(cfg: Config, workdir: Path, rounds: list[int], policy_dir: Path, ref_d
     existing model there is replaced only with ``overwrite`` (the loop's own re-runs, or
     ``grpo train --force``): it may be what later rounds were generated with."""
     started = time.perf_counter()
+    clock = _Phases()
     run = setup(cfg, workdir, rounds, policy_dir, ref_dir, output_dir, resume, overwrite)
+    clock.lap("setup")
     t, acc = cfg.train, run.accelerator
     loaded: list = []
 
@@ -130,11 +135,12 @@ def train(cfg: Config, workdir: Path, rounds: list[int], policy_dir: Path, ref_d
         return loaded[0]
 
     logps_fn = training_logps_fn(cfg, acc)
-    reference, ref_info = prepare_reference(run, policy, logps_fn)
+    reference, ref_info = prepare_reference(run, policy, logps_fn, clock)
+    clock.lap("reference")
     model = policy()
     loaded.clear()
     optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
-                              lr=t.learning_rate)
+                              lr=t.learning_rate, **_fused(model))
     sched = torch.optim.lr_scheduler.LambdaLR(
         optim, lambda s: min(1.0, (s + 1) / max(1, t.warmup_steps)))
     model, optim, sched = acc.prepare(model, optim, sched)
@@ -145,24 +151,47 @@ def train(cfg: Config, workdir: Path, rounds: list[int], policy_dir: Path, ref_d
     ctx = StepContext(model, acc, run.groups, logps_fn, reference, LossType(t.loss), t.beta,
                       t.max_batch_tokens, run.pad_id)
     tracking.start_run(acc, t, run.output_dir.name, cfg)
+    clock.lap("setup")  # loading the policy and preparing it count as setup
     losses = run_epochs(run, ctx, optim, sched, position, show_progress)
+    clock.lap("steps")
     save_trained(acc, model, run.tokenizer, cfg, run.output_dir)
-    del model, optim, sched, ctx
+    # Free the training model before the merge loads the base again (accelerate keeps
+    # references to what it prepared; the reference closure holds the model too).
+    del model, optim, sched, ctx, reference
+    acc.free_memory()
     gc.collect()
     if t.lora_rank and acc.is_main_process:
         save_merged(policy_dir, run.output_dir, cfg)
     acc.wait_for_everyone()
+    clock.lap("save")
     if t.report_to:
         acc.end_training()
     result = TrainResult(
         str(run.output_dir), losses["steps"], len(run.groups), losses["first"], losses["last"],
         ref_info["path"], ref_info["hit"], round(time.perf_counter() - started, 1),
         resumed_from, acc.num_processes, _groups_per_rank(run), ref_info["reference"],
-        str(run.output_dir.with_name(run.output_dir.name + ".adapter")) if t.lora_rank else None)
+        str(run.output_dir.with_name(run.output_dir.name + ".adapter")) if t.lora_rank else None,
+        clock.rounded())
     if acc.is_main_process:
         write_text_atomic(json.dumps(asdict(result), indent=2), run.ckpt_dir / "result.json")
     acc.wait_for_everyone()
     return result
+
+
+class _Phases:
+    """Wall time per part of a run, accumulated by name."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self.last
+        self.last = now
+
+    def rounded(self) -> dict[str, float]:
+        return {k: round(v, 3) for k, v in self.seconds.items()}
 
 
 def setup(cfg: Config, workdir: Path, rounds: list[int], policy_dir: Path, ref_dir: Path,
@@ -201,6 +230,18 @@ def setup(cfg: Config, workdir: Path, rounds: list[int], policy_dir: Path, ref_d
                tokenizer, pad_id, accelerator)
 
 
+def _fused(model) -> dict:
+    """AdamW's fused kernel where torch has one for the device (CUDA, and the CPU since
+    torch 2.4): one pass over the parameters, no per-step temporary copies of them."""
+    try:
+        device = next(model.parameters()).device.type
+        from torch.optim.optimizer import _get_fused_kernels_supported_devices
+
+        return {"fused": True} if device in _get_fused_kernels_supported_devices() else {}
+    except (ImportError, StopIteration):
+        return {}
+
+
 def _mixed_precision(setting: str) -> str:
     if setting != "auto":
         return setting
@@ -217,7 +258,7 @@ def _same_model(a: Path, b: Path) -> bool:
     return Path(a).resolve() == Path(b).resolve()
 
 
-def prepare_reference(run: Run, policy, logps_fn) -> tuple:
+def prepare_reference(run: Run, policy, logps_fn, clock: _Phases | None = None) -> tuple:
     """(reference function, info). Reference-free: none. LoRA against its own base without
     the cache: the policy with the adapter disabled, each step. Otherwise the cache, filled
     on a miss by the policy's base (LoRA: adapter disabled, no second model) or by the
@@ -230,13 +271,18 @@ def prepare_reference(run: Run, policy, logps_fn) -> tuple:
     if own_base and not t.reference_cache:
         return None, {"reference": "adapter_disabled", "path": None, "hit": False}
 
+    def loaded(model):  # hashing and loading models count as setup, not reference work
+        if clock is not None:
+            clock.lap("setup")
+        return model
+
     def compute_share(share: list[int]) -> dict[str, float]:
         if own_base:
-            model = policy().to(acc.device)
+            model = loaded(policy().to(acc.device))
             with model.disable_adapter():
                 return group_logps_by_candidate(model, run.groups, run.pad_id,
                                                 t.groups_per_batch, t.max_batch_tokens, share)
-        ref_model = load_for_inference(run.ref_dir)
+        ref_model = loaded(load_for_inference(run.ref_dir))
         values = group_logps_by_candidate(ref_model, run.groups, run.pad_id,
                                           t.groups_per_batch, t.max_batch_tokens, share)
         del ref_model
