@@ -14,20 +14,13 @@ from pipeline.leases import current_lease, lease_path
 from pipeline.store import round_dir, table_files
 from tests.judge_helpers import write_round
 from tests.lease_worker import SlowJournaledJudge
-from tests.test_leases import _no_worker_outlives_its_test, _wait_ready, _worker  # noqa: F401
+from tests.racing import no_worker_outlives_its_test, race  # noqa: F401
 
 
 def test_two_processes_judge_a_round_each_judgment_once(tmp_path):
     shards = write_round(tmp_path, ["ok"] * 24, k=3, per_shard=2)
-    go = tmp_path / "go"
-    procs = [_worker("judge", str(tmp_path), str(go)) for _ in range(2)]
-    _wait_ready(tmp_path, 2, procs)
-    go.touch()
-    done = []
-    for p in procs:
-        out, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err
-        done.append(int(out.strip()))
+    done = [int(out) for out in race(tmp_path, 2, "judge", str(tmp_path),
+                                     str(tmp_path / "go"))]
     assert sum(done) == 2 * len(shards) and min(done) > 0, done
     rows = pq.read_table(table_files(tmp_path, "judgments")).to_pylist()
     per_source = Counter((r["source"], r["candidate_id"]) for r in rows)

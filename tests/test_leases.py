@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -25,51 +22,13 @@ from pipeline.leases import (
     read_lease,
     try_claim,
 )
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-_started: list[subprocess.Popen] = []
-
-
-@pytest.fixture(autouse=True)
-def _no_worker_outlives_its_test():
-    yield
-    while _started:
-        p = _started.pop()
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-
-
-def _worker(*args: str) -> subprocess.Popen:
-    p = subprocess.Popen([sys.executable, "-m", "tests.lease_worker", *args], cwd=ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
-    _started.append(p)
-    return p
-
-
-def _wait_ready(d: Path, n: int, procs: list[subprocess.Popen], timeout: float = 60) -> None:
-    deadline = time.time() + timeout
-    while len(list(d.glob("ready-*"))) < n:
-        for p in procs:
-            assert p.poll() is None, p.stderr.read()
-        assert time.time() < deadline, "workers did not start"
-        time.sleep(0.02)
+from tests.racing import no_worker_outlives_its_test, race, start_worker  # noqa: F401
 
 
 def test_two_processes_race_every_shard_done_exactly_once(tmp_path):
     n = 300
-    go = tmp_path / "go"
-    procs = [_worker("race", str(tmp_path), str(n), str(go), "0") for _ in range(2)]
-    _wait_ready(tmp_path, 2, procs)
-    go.touch()
-    done = []
-    for p in procs:
-        out, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err
-        done.append(int(out.strip()))
+    done = [int(out) for out in race(tmp_path, 2, "race", str(tmp_path), str(n),
+                                     str(tmp_path / "go"), "0")]
     record = (tmp_path / "record.txt").read_text().split("\n")[:-1]
     started = Counter(line.split()[0] for line in record)
     assert started == Counter({str(i): 1 for i in range(n)}), "a shard ran twice or never"
@@ -86,7 +45,7 @@ def test_two_processes_race_every_shard_done_exactly_once(tmp_path):
 def test_sigkilled_owner_lease_expires_and_is_taken_over(tmp_path):
     ttl = 2.0
     out = tmp_path / "out-0"
-    holder = _worker("hold", str(tmp_path), str(ttl))
+    holder = start_worker("hold", str(tmp_path), str(ttl))
     owner = holder.stdout.readline().strip()
     assert owner, holder.stderr.read()
     first = read_lease(out, 0, ttl)
@@ -118,15 +77,8 @@ def test_takeover_races_have_exactly_one_winner(tmp_path):
         stale = try_claim(tmp_path / f"out-{i}", "dead-owner", ttl)
         stale._stop_heartbeat()
         stale.release(done=False)  # marked expired, as a dead owner's lease ends up
-    go = tmp_path / "go"
-    procs = [_worker("grab", str(tmp_path), str(ttl), str(go), str(n)) for _ in range(4)]
-    _wait_ready(tmp_path, 4, procs)
-    go.touch()
-    won = []
-    for p in procs:
-        stdout, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err
-        won.append(stdout.splitlines())
+    won = [out.splitlines() for out in race(tmp_path, 4, "grab", str(tmp_path), str(ttl),
+                                            str(tmp_path / "go"), str(n))]
     wins = Counter(line.split()[0] for lines in won for line in lines)
     assert wins == Counter({str(i): 1 for i in range(n)}), "a lease was taken over twice"
     assert all(line.split()[1] == "1" for lines in won for line in lines)
