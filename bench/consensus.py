@@ -113,7 +113,9 @@ def synthesize(workdir: Path, groups: int, cycle_rate: float, seed: int = 0,
 
 
 def _write_judgments(workdir: Path, source: str, shard: Path, table: pa.Table) -> None:
-    write_parquet_atomic(table, judgment_path(workdir, 0, source, shard), JUDGMENTS)
+    # Named as the judging stage names its files (the fingerprint is a fixed stand-in): the
+    # ranking stage matches a judgment file to its candidates shard by that name.
+    write_parquet_atomic(table, judgment_path(workdir, 0, source, "bench", shard), JUDGMENTS)
 
 
 def _table(spec: Table, n: int, **values) -> pa.Table:
