@@ -19,7 +19,7 @@ lint: install
 	$(BIN)/ruff check .
 
 test: install install-label-studio lint
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=30
 
 # While working: everything but the tests that start vLLM or a subprocess pipeline.
 test-quick: install
