@@ -125,7 +125,9 @@ class DemoJudgeConfig(Section):
     heldout_groups: int = Field(256, ge=1, description=(
         "groups of max_k on unseen prompts, each judged in two views, for the reported tau"))
     seed: int = 0
-    threads: int = Field(2, ge=1, description="torch CPU threads")
+    threads: int = Field(1, ge=1, description=(
+        "torch CPU threads; its matrices are so small that a second thread costs more in "
+        "synchronisation than it gains (5x slower per step on a busy 2-core machine)"))
 
     @model_validator(mode="after")
     def _shapes(self) -> DemoJudgeConfig:
