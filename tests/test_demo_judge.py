@@ -216,6 +216,6 @@ def test_demo_judge_served_by_vllm_scores_informatively(demo_judge_dir, demo_jud
     # than not; the two presentation orders disagree on some pairs (position consistency is
     # measurable) without disagreeing on most.
     assert figures["failed_items"] == 0 and figures["groups"] == len(groups) == 32
-    assert figures["tie_share"] < 0.8, figures
+    assert figures["tie_share"] < 0.9, figures
     assert figures["heldout_tau"] > 0.1, figures
     assert 0.0 < figures["view_disagreement"] < 0.7, figures
