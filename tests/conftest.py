@@ -115,7 +115,7 @@ def demo_rm_dir(tmp_path_factory, demo_cfg, demo_model_dir) -> Path:
 
 # A smaller demo judge than the demo's (fewer prompts, steps and held-out groups), still
 # informative: its scores differ within a group and follow the verifier more often than not
-# (fewer than ~600 steps leave it answering all ties).
+# (after 250 steps it still answers all ties).
 SMALL_JUDGE = {"demo_judge.train_prompts": 128, "demo_judge.steps": 750,
                "demo_judge.heldout_groups": 32}
 
