@@ -1,4 +1,4 @@
-"""Building the embedded default: its prompts file, the demo policy and its reward model.
+"""Building the embedded default: its prompts file, the demo policy, reward model and judge.
 
 Everything lands where the demo config's ``demo`` values resolve (``pipeline.resolve``), as
 ordinary files a user could have brought: a JSONL prompts file and Hugging Face model
@@ -13,6 +13,7 @@ from prefect import flow
 
 from pipeline import resolve
 from pipeline.config import load_config
+from pipeline.demo_judge import build_demo_judge
 from pipeline.demo_model import build_demo_model
 from pipeline.demo_reward_model import build_demo_reward_model
 from pipeline.tasks import get_task
@@ -23,13 +24,14 @@ from pipeline.tasks.base import write_prompts_file
 def build_demo_models(workdir: str, config_path: str | None = None,
                       overrides: dict | None = None, force: bool = False) -> dict:
     """Build whatever is missing (everything with ``force``); a rebuilt policy always gets
-    a rebuilt reward model, since the reward model is trained on the policy's samples."""
+    a rebuilt reward model and judge, since both are trained on the policy's samples."""
     cfg = load_config(config_path, overrides)
     wd = Path(workdir)
     d = cfg.demo_model
     prompts = wd / resolve.DEMO_PROMPTS
     policy = wd / resolve.DEMO_POLICY_DIR
     rm = wd / resolve.DEMO_RM_DIR
+    judge = wd / resolve.DEMO_JUDGE_DIR
     built: dict = {}
     if force or not prompts.exists():
         n = write_prompts_file(get_task(d.task), prompts, d.prompts_train, d.prompts_heldout,
@@ -39,4 +41,6 @@ def build_demo_models(workdir: str, config_path: str | None = None,
         built["policy"] = build_demo_model(cfg, policy).__dict__
     if "policy" in built or not (rm / "config.json").exists():
         built["reward_model"] = build_demo_reward_model(cfg, policy, rm).__dict__
+    if "policy" in built or not (judge / "config.json").exists():
+        built["judge"] = build_demo_judge(cfg, policy, judge).__dict__
     return built

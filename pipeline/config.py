@@ -97,6 +97,48 @@ class DemoModelConfig(Section):
         return self
 
 
+class DemoJudgeConfig(Section):
+    """The demo's LLM judge (pipeline/demo_judge.py): a tiny causal LM trained to score a
+    group in the listwise template; label noise and a small budget keep it imperfect."""
+
+    hidden_size: int = Field(128, ge=32, description=(
+        "vLLM's CPU attention wants head_dim (hidden_size / num_heads) in {32, 64, 80, ...}"))
+    num_layers: int = Field(3, ge=2, description=(
+        "at least 2: an inner layer summarises each candidate, the last matches answer slots "
+        "to candidates"))
+    num_heads: int = Field(4, ge=1)
+    intermediate_size: int = Field(256, ge=1)
+    vocab_size: int = Field(1024, ge=300, description=(
+        "BPE trained on rendered judge prompts: the template's fixed text becomes few tokens"))
+    train_prompts: int = Field(256, ge=1, description=(
+        "prompts whose demo-policy samples (with noisy labels) train the judge"))
+    samples_per_prompt: int = Field(16, ge=2, description=(
+        "samples per training prompt; training groups are random subsets in random orders"))
+    min_k: int = Field(2, ge=2, description="smallest group size trained on")
+    max_k: int = Field(8, ge=2, description="largest group size trained on (and held out)")
+    steps: int = Field(1000, ge=1, description="optimizer steps")
+    batch_size: int = Field(32, ge=1, description="groups per step")
+    learning_rate: float = Field(2e-3, gt=0)
+    label_noise: float = Field(1.0, ge=0, description=(
+        "std (score points) of the noise drawn once per training sample on its target score: "
+        "what keeps the judge imperfect"))
+    heldout_groups: int = Field(256, ge=1, description=(
+        "groups of max_k on unseen prompts, each judged in two views, for the reported tau"))
+    seed: int = 0
+    threads: int = Field(1, ge=1, description=(
+        "torch CPU threads; its matrices are so small that a second thread costs more in "
+        "synchronisation than it gains (5x slower per step on a busy 2-core machine)"))
+
+    @model_validator(mode="after")
+    def _shapes(self) -> DemoJudgeConfig:
+        if self.hidden_size % self.num_heads:
+            raise ValueError("demo_judge.hidden_size: must be divisible by demo_judge.num_heads")
+        if not self.min_k <= self.max_k <= self.samples_per_prompt:
+            raise ValueError(f"demo_judge.max_k: need min_k <= max_k <= samples_per_prompt, got "
+                             f"{self.min_k}, {self.max_k}, {self.samples_per_prompt}")
+        return self
+
+
 class GenerationConfig(Section):
     k: int = Field(8, description="candidates per prompt (group size)")
     temperature: float = Field(1.0, ge=0, description="0 = greedy")
@@ -328,6 +370,7 @@ class Config(BaseModel):
     prompts: PromptsConfig = Field(default_factory=PromptsConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     demo_model: DemoModelConfig = Field(default_factory=DemoModelConfig)
+    demo_judge: DemoJudgeConfig = Field(default_factory=DemoJudgeConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     judging: JudgingConfig = Field(default_factory=JudgingConfig)
     llm_judge: LLMJudgeConfig = Field(default_factory=LLMJudgeConfig)

@@ -16,7 +16,7 @@ from pipeline.judging.naming import reward_model_name
 
 DEMO_POLICY_DIR = "models/demo-policy"
 DEMO_RM_DIR = "models/demo-rm"
-DEMO_JUDGE_DIR = "models/demo-policy"  # until the demo judge is built
+DEMO_JUDGE_DIR = "models/demo-judge"
 DEMO_PROMPTS = "prompts/demo-prompts.jsonl"
 _BUILD_HINT = "run `grpo build-demo-model` first"
 

@@ -113,6 +113,34 @@ def demo_rm_dir(tmp_path_factory, demo_cfg, demo_model_dir) -> Path:
     return out
 
 
+# A smaller demo judge than the demo's (fewer prompts, steps and held-out groups), still
+# informative: its scores differ within a group and follow the verifier more often than not
+# (after 250 steps it still answers all ties).
+SMALL_JUDGE = {"demo_judge.train_prompts": 128, "demo_judge.steps": 750,
+               "demo_judge.heldout_groups": 32}
+
+
+@pytest.fixture(scope="session")
+def demo_judge_dir(tmp_path_factory, demo_model_dir) -> Path:
+    from pipeline.demo_judge import build_demo_judge
+
+    out = tmp_path_factory.mktemp("models") / "demo-judge"
+    build_demo_judge(load_config(overrides=SMALL_JUDGE), demo_model_dir, out,
+                     show_progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def demo_judge_url(tmp_path_factory, demo_judge_dir):
+    """The small demo judge served once per session by vLLM's OpenAI-compatible server, as
+    the embedded judge endpoint serves it: (base URL, served model name)."""
+    from pipeline.judging.server import vllm_server
+
+    log = tmp_path_factory.mktemp("logs") / "demo-judge-server.log"
+    with vllm_server(demo_judge_dir, "demo-judge", log_path=log) as url:
+        yield url, "demo-judge"
+
+
 @pytest.fixture(scope="session")
 def chat_models(tmp_path_factory) -> dict[str, Path]:
     """Models unlike the demo (tests/chat_models.py): a ChatML Qwen2 policy with two stop ids

@@ -59,7 +59,7 @@ def test_reward_model_ensembles():
 
 
 @pytest.mark.slow
-def test_judge_flow_with_every_source(tmp_path, demo_model_dir, demo_rm_dir,
+def test_judge_flow_with_every_source(tmp_path, demo_judge_dir, demo_rm_dir,
                                       prefect_harness):
     from flows.judge import judge_flow
 
@@ -73,7 +73,7 @@ def test_judge_flow_with_every_source(tmp_path, demo_model_dir, demo_rm_dir,
                    {"judging.reward_models": [str(demo_rm_dir), str(demo_rm_dir) + "/"]},
                    show_progress=False)
     overrides = {"judging.reward_models": [str(demo_rm_dir), str(second_rm)],
-                 "llm_judge.model": str(demo_model_dir), "llm_judge.concurrency": 2}
+                 "llm_judge.model": str(demo_judge_dir), "llm_judge.concurrency": 2}
     summary = judge_flow(str(tmp_path), None, 0, overrides, show_progress=False)
     assert summary["complete"]
     for source, s in summary["sources"].items():
@@ -107,6 +107,6 @@ def test_judge_flow_with_every_source(tmp_path, demo_model_dir, demo_rm_dir,
     assert len(canary_wins) < 3
     # The embedded server ran, and was stopped with the flow.
     assert (tmp_path / "logs" / "judge-server.log").stat().st_size > 0
-    ps = subprocess.run(["pgrep", "-f", f"api_server --model {demo_model_dir}"],
+    ps = subprocess.run(["pgrep", "-f", f"api_server --model {demo_judge_dir}"],
                         capture_output=True, text=True)
     assert ps.stdout.strip() == ""

@@ -46,11 +46,13 @@ def _fill_in(csv_path: Path) -> None:
         writer.writerows(rows)
 
 
-def test_the_readme_walkthrough_runs_as_written(tmp_path, demo_model_dir, demo_rm_dir):
+def test_the_readme_walkthrough_runs_as_written(tmp_path, demo_model_dir, demo_rm_dir,
+                                                demo_judge_dir):
     workdir = tmp_path / "first"
     (workdir / "models").mkdir(parents=True)
     shutil.copytree(demo_model_dir, workdir / "models" / "demo-policy")
     shutil.copytree(demo_rm_dir, workdir / "models" / "demo-rm")
+    shutil.copytree(demo_judge_dir, workdir / "models" / "demo-judge")
     venv_bin = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}",
            "PREFECT_HOME": str(tmp_path / ".prefect")}
