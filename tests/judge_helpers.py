@@ -17,18 +17,20 @@ from pipeline.store import prompts_path, shard_path
 
 
 def write_round(workdir: Path, modes: list[str], k: int = 4, per_shard: int = 4,
-                texts: dict[int, list[str]] | None = None, seed: int = 0) -> list[Path]:
-    """One group per mode; the mode rides in the prompt (``S 123=<mode>``). The round is
-    marked fully generated, as `grpo generate` would leave it."""
+                texts: dict[int, list[str]] | None = None, seed: int = 0,
+                tasks: dict[int, tuple[str, str]] | None = None) -> list[Path]:
+    """One group per mode; the mode rides in the prompt (``S 123=<mode>``), unless ``tasks``
+    gives the group a real prompt and its reference (for real judges). The round is marked
+    fully generated, as `grpo generate` would leave it."""
     rng = random.Random(seed)
     prompts, shards = [], []
     for g, mode in enumerate(modes):
-        text = f"S {g}={mode}"
+        text, reference = (tasks or {}).get(g) or (f"S {g}={mode}", "123")
         messages = [{"role": "user", "content": text}]
         prompts.append({"round": 0, "prompt_id": f"p{g:03d}", "split": "train",
                         "messages": messages, "prompt": text, "prompt_token_ids": [1, 2, 3],
-                        "reference": "123",
-                        "row_json": json.dumps({"messages": messages, "reference": "123"})})
+                        "reference": reference,
+                        "row_json": json.dumps({"messages": messages, "reference": reference})})
     write_parquet_atomic(pa.Table.from_pylist(prompts, PROMPTS.arrow_schema),
                          prompts_path(workdir, 0), PROMPTS)
     for s in range(0, len(modes), per_shard):

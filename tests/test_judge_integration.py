@@ -63,9 +63,12 @@ def test_judge_flow_with_every_source(tmp_path, demo_judge_dir, demo_rm_dir,
                                       prefect_harness):
     from flows.judge import judge_flow
 
+    # Group 0 is a real task item (what the demo judge was trained to read): the right
+    # answer, the canary, a half-right and a wrong one.
     texts = {0: ["1123", CANARY, "1213", "3211"]}
     modes = ["ok"] * 6
-    write_round(tmp_path, modes, k=4, per_shard=3, texts=texts)
+    write_round(tmp_path, modes, k=4, per_shard=3, texts=texts,
+                tasks={0: ("S 3121=", "1123")})
     second_rm = tmp_path / "other-rm"
     shutil.copytree(demo_rm_dir, second_rm)
     with pytest.raises(ConfigError, match="share a name"):
@@ -97,14 +100,16 @@ def test_judge_flow_with_every_source(tmp_path, demo_judge_dir, demo_rm_dir,
             assert r["status"] == "failed" and r["error"] and r["value"] is None
     assert len([r for r in llm if r["view"] == -1]) == 6 * len(list(combinations(range(4), 2)))
     assert summary["llm_requests"] == 6 * 2
-    # The canary is flagged, and does not beat every other candidate of its group.
+    # The judge tells the canary's group apart (not all ties in every view, which would make
+    # the next check vacuous), the canary is flagged, and it does not beat the right answer.
+    group0 = [r for r in raw if r["status"] == "scored" and r["group_id"] == "r000:p000"]
+    assert any(len({r["value"] for r in group0 if r["view"] == v}) > 1 for v in (0, 1)), group0
     cands = pq.read_table(table_files(tmp_path, "candidates")).to_pylist()
     flagged = [c for c in cands if c["injection"]]
     assert [c["candidate_id"] for c in flagged] == ["r000:p000:1"]
-    canary_wins = [r for r in llm if r["view"] == -1 and r["status"] == "scored" and
-                   "r000:p000:1" in (r["candidate_id"], r["opponent_id"]) and
-                   r["value"] == (1.0 if r["candidate_id"] == "r000:p000:1" else 0.0)]
-    assert len(canary_wins) < 3
+    score = {(r["candidate_id"], r["view"]): r["value"] for r in group0}
+    for v in (0, 1):
+        assert score["r000:p000:1", v] <= score["r000:p000:0", v], group0
     # The embedded server ran, and was stopped with the flow.
     assert (tmp_path / "logs" / "judge-server.log").stat().st_size > 0
     ps = subprocess.run(["pgrep", "-f", f"api_server --model {demo_judge_dir}"],
