@@ -22,7 +22,7 @@ Engine start-up is reported apart from throughput. Each figure is the median of 
 interleaved repetitions (the order rotates between repetitions) with (min-max); a ratio is
 taken within each repetition, then its median. The last line printed is one JSON object.
 
-    python -m bench.generation [--prompts 128] [--k 8] [--reps 3] [--sweep] [--quick]
+    python -m bench.generation [--prompts 64] [--k 8] [--reps 3] [--sweep] [--quick]
     python bench/generation.py ...
 """
 
@@ -464,7 +464,7 @@ def engine_defaults(cfg: Config) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", default="runs/bench-generation")
-    ap.add_argument("--prompts", type=int, default=128)
+    ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--k", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--hidden", type=int, default=768)
