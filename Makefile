@@ -25,12 +25,13 @@ test: install install-label-studio lint
 test-quick: install
 	$(BIN)/pytest -m "not slow"
 
+# Every benchmark, with the settings of the README's tables (each ~10-30 min on 2 cores).
 bench:
 	@EXTRAS=bench bash scripts/install.sh
-	$(BIN)/python -m bench.generation
-	$(BIN)/python -m bench.trainer
-	$(BIN)/python -m bench.judging
+	$(BIN)/python -m bench.generation --sweep
 	$(BIN)/python -m bench.consensus
+	$(BIN)/python -m bench.trainer --repeats 3
+	$(BIN)/python -m bench.judging
 	$(BIN)/python -m bench.seed_table
 
 clean:

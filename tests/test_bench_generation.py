@@ -28,7 +28,7 @@ def test_generated_tokens_count_up_to_and_including_the_first_stop_id():
 
 
 def test_interleaved_repetitions_rotate_the_order():
-    from bench.generation import interleaved
+    from bench._common import interleaved
 
     order = []
     runs = interleaved({n: (lambda n=n: order.append(n) or {"n": n}) for n in "abc"}, 3)
