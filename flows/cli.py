@@ -432,7 +432,9 @@ def _audit(workdir: Path, args: argparse.Namespace) -> int:
     # Off a terminal rich would squeeze wide audit tables into 80 columns.
     console = Console(width=None if sys.stdout.isatty() else 250)
     if not args.name:
-        t = Table("query", "what it shows")
+        t = Table("query")
+        # Whole summaries: wrapped to the terminal, never cut with an ellipsis.
+        t.add_column("what it shows", overflow="fold")
         for q in list_queries():
             t.add_row(q.name, q.summary)
         console.print(t)

@@ -133,3 +133,32 @@ def sweep_temp_files(root: Path) -> list[Path]:
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed
+
+
+@contextlib.contextmanager
+def parquet_writer_atomic(path: Path, spec: Table) -> Iterator:
+    """Stream tables into one Parquet file ``path``, atomically: yields ``write(table)``.
+
+    Each table is validated against ``spec`` and written as it comes (one or more row
+    groups), so a large output never has to be held in memory; the file replaces ``path``
+    only when the ``with`` block ends without an error, and an empty stream writes an empty
+    file with the schema. Key uniqueness is checked within each table: the caller passes
+    tables with disjoint keys (the ranking stage writes one batch of whole groups at a time).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_path(path)
+    writer = pq.ParquetWriter(tmp, spec.arrow_schema, compression="zstd")
+
+    def write(table: pa.Table) -> None:
+        table = validate(table, spec, where=str(path))
+        if table.num_rows:
+            writer.write_table(table)
+
+    try:
+        yield write
+        writer.close()
+        _commit(tmp, path)
+    finally:
+        writer.close()  # a second close is a no-op
+        tmp.unlink(missing_ok=True)

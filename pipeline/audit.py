@@ -1,7 +1,8 @@
 """Find and run the audit queries in ``sql/``.
 
 The queries are plain SQL files a person can also run in the DuckDB shell against
-``catalog.duckdb``; this module only lists them (name and first comment line) and runs one.
+``catalog.duckdb``; this module only lists them and runs one. A query's summary is the first
+paragraph of its leading comment (up to the first empty ``--`` line), whole sentences.
 """
 
 from __future__ import annotations
@@ -27,11 +28,23 @@ class AuditQuery:
 
 
 def list_queries(sql_dir: Path = SQL_DIR) -> list[AuditQuery]:
-    out = []
-    for path in sorted(sql_dir.glob("*.sql")):
-        first = next((ln for ln in path.read_text().splitlines() if ln.startswith("--")), "--")
-        out.append(AuditQuery(path.stem, path, first.lstrip("- ").strip()))
-    return out
+    return [AuditQuery(path.stem, path, summary(path.read_text()))
+            for path in sorted(sql_dir.glob("*.sql"))]
+
+
+def summary(sql: str) -> str:
+    """The first paragraph of the leading ``--`` comment, on one line."""
+    words: list[str] = []
+    for line in sql.lstrip().splitlines():
+        if not line.startswith("--"):
+            break
+        text = line.lstrip("-").strip()
+        if not text:
+            if words:
+                break
+            continue
+        words.append(text)
+    return " ".join(words)
 
 
 def get_query(name: str, sql_dir: Path = SQL_DIR) -> AuditQuery:

@@ -272,18 +272,54 @@ class TrainConfig(Section):
     reference_free: bool = Field(False, description="s = beta * log pi, no reference model")
     learning_rate: float = Field(2e-4, gt=0)
     epochs: int = Field(2, ge=1)
-    groups_per_batch: int = Field(8, ge=1, description="groups per micro-batch (also capped "
-                                                       "by tokens)")
-    max_batch_tokens: int = Field(8192, ge=1, description="token positions per micro-batch, "
-                                                          "prompt counted once")
-    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    groups_per_batch: int = Field(8, ge=1, description=(
+        "groups per optimizer step (times grad_accum), over all processes together: the "
+        "global batch; each group weighs the same in a step however the step is cut"))
+    max_batch_tokens: int = Field(8192, ge=1, description=(
+        "token positions per forward/backward pass on one process, prompt counted once; a "
+        "group larger than this is split across passes without changing its loss"))
+    grad_accum: int = Field(1, ge=1, description=(
+        "multiplies groups_per_batch: an optimizer step covers groups_per_batch x grad_accum "
+        "groups (memory is bounded by max_batch_tokens, not by this)"))
     warmup_steps: int = Field(5, ge=0)
     checkpoint_every: int = Field(20, ge=1, description="optimizer steps between checkpoints")
     keep_checkpoints: int = Field(2, ge=1)
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
         "auto", description="auto = bf16 on a GPU that has it, else fp32")
+    gradient_checkpointing: bool = Field(False, description=(
+        "recompute activations in backward (less memory, about a third more compute); "
+        "groups are then packed into one block-masked row (trainers/logprobs.py)"))
+    lora_rank: int = Field(0, ge=0, description=(
+        "0 = full fine-tuning; > 0 = LoRA adapters of this rank (peft), the reference being "
+        "the base model with the adapter disabled; the output is the merged model, the "
+        "adapter beside it in OUTPUT.adapter/"))
+    lora_alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (scale = "
+                                                      "alpha / rank)")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA branch")
+    lora_target_modules: list[str] = Field(default_factory=lambda: ["all-linear"], description=(
+        "module names to adapt (e.g. q_proj, v_proj); ['all-linear'] = every linear layer "
+        "but the output head"))
+    load_in_4bit: bool = Field(False, description=(
+        "QLoRA: the frozen base in 4-bit NF4 through bitsandbytes (needs a CUDA GPU and "
+        "lora_rank > 0)"))
+    reference_cache: bool = Field(True, description=(
+        "reference log-probs computed once and cached in WORKDIR/cache; with LoRA whose "
+        "reference is the policy's own base, false computes them every step with the adapter "
+        "disabled instead (see README, Performance)"))
+    report_to: Literal["", "tensorboard", "mlflow", "wandb"] = Field("", description=(
+        "experiment tracker (accelerate's): per-step training metrics and per-round "
+        "evaluations; local files by default (wandb offline, MLflow file store), a server "
+        "only if you configure one (WANDB_MODE, MLFLOW_TRACKING_URI)"))
+    tracking_dir: str = Field("", description="where trackers write; empty = WORKDIR/tracking")
     seed: int = 0
     threads: int = Field(2, ge=1, description="torch CPU threads")
+
+    @model_validator(mode="after")
+    def _quantized_base_needs_lora(self) -> TrainConfig:
+        if self.load_in_4bit and not self.lora_rank:
+            raise ValueError("train.load_in_4bit: a 4-bit base cannot be fine-tuned in full; "
+                             "set train.lora_rank > 0 (QLoRA) or load_in_4bit = false")
+        return self
 
 
 class Config(BaseModel):

@@ -3,10 +3,14 @@
 -- `rank_in_group` is the flagged candidate's position among its group by that source's
 -- mean score (1 = best): a flagged candidate that a judge ranks first, while the verifier
 -- does not, is a sign the injection worked.
-WITH scores AS (
+WITH flagged_groups AS (  -- only these groups' scores are needed: usually a handful
+    SELECT DISTINCT group_id FROM candidates WHERE injection IS NOT NULL
+),
+scores AS (
     SELECT source, group_id, candidate_id, avg(value) AS score
     FROM judgments
     WHERE kind = 'score' AND status = 'scored'
+      AND group_id IN (SELECT group_id FROM flagged_groups)
     GROUP BY source, group_id, candidate_id
 ),
 ranked AS (

@@ -5,15 +5,18 @@
 -- decided = consistent and not a tie; flipped = the views disagree, which the reconciled
 -- verdict (view = -1) records as a tie. A judge with a high flipped rate is mostly
 -- reporting positions, not quality.
-WITH listwise AS (
+WITH llm_scores AS (  -- filtered before the self-join below, not after it
+    SELECT source, group_id, candidate_id, view, value
+    FROM judgments
+    WHERE kind = 'score' AND view >= 0 AND status = 'scored' AND source LIKE 'llm:%'
+),
+listwise AS (
     SELECT a.source, a.group_id, a.candidate_id AS i, b.candidate_id AS j, a.view,
            sign(a.value - b.value) AS verdict
-    FROM judgments a
-    JOIN judgments b
+    FROM llm_scores a
+    JOIN llm_scores b
       ON a.source = b.source AND a.group_id = b.group_id AND a.view = b.view
      AND a.candidate_id < b.candidate_id
-    WHERE a.kind = 'score' AND b.kind = 'score' AND a.view >= 0
-      AND a.status = 'scored' AND b.status = 'scored' AND a.source LIKE 'llm:%'
 ),
 pairwise AS (
     SELECT source, group_id, candidate_id AS i, opponent_id AS j, view,

@@ -1,11 +1,16 @@
 """Cycle detection on hand-made graphs; Bradley-Terry recovers a known ranking."""
 
 import itertools
+import math
 
+import pyarrow as pa
+import pytest
 import torch
 
-from pipeline.consensus.bradley_terry import fit_bradley_terry
+from pipeline.consensus.bradley_terry import fit_bradley_terry, fit_bradley_terry_naive
 from pipeline.consensus.graph import closure, count_3cycles, on_cycle, scc_labels
+from pipeline.consensus.merge import kendall_tau
+from pipeline.consensus.preferences import candidate_index, candidate_index_naive
 
 
 def _adj(k, edges):
@@ -88,3 +93,69 @@ def test_bradley_terry_recovers_a_known_ranking_from_noisy_sources():
     tie = fit_bradley_terry(torch.tensor([[[0.0, 1.0], [1.0, 0.0]]]),
                             torch.ones(1, 2, dtype=torch.bool))
     assert abs(float(tie[0, 0] - tie[0, 1])) < 1e-12
+
+
+def _random_wins(groups, k, seed):
+    g = torch.Generator().manual_seed(seed)
+    wins = torch.randint(0, 4, (groups, k, k), generator=g).float() / 2  # ties give halves
+    wins[:, torch.arange(k), torch.arange(k)] = 0
+    wins[::5, 0, 1:] = 3.0  # perfect separation: candidate 0 wins everything
+    wins[::5, 1:, 0] = 0.0
+    valid = torch.rand(groups, k, generator=g) > 0.1
+    return wins, valid
+
+
+def test_fast_bradley_terry_agrees_with_its_naive_twin():
+    for k in (2, 3, 8):
+        wins, valid = _random_wins(500, k, seed=k)
+        fast, naive = fit_bradley_terry(wins, valid), fit_bradley_terry_naive(wins, valid)
+        assert torch.allclose(fast, naive, atol=1e-9, rtol=0)
+        assert (fast[~valid] == 0).all()
+
+
+def test_a_groups_strengths_do_not_depend_on_the_groups_beside_it():
+    wins, valid = _random_wins(300, 8, seed=1)
+    whole = fit_bradley_terry(wins, valid)
+    pieces = torch.cat([fit_bradley_terry(wins[i:i + 7], valid[i:i + 7])
+                        for i in range(0, 300, 7)])
+    assert torch.allclose(whole, pieces, atol=1e-12, rtol=0)
+
+
+def test_kendall_tau_matches_a_pair_by_pair_count():
+    g = torch.Generator().manual_seed(0)
+    groups, sources, k = 40, 3, 5
+    p = torch.randint(0, 3, (groups, sources, k, k), generator=g).float() / 2
+    p = torch.where(torch.rand(groups, sources, k, k, generator=g) < 0.2, torch.nan, p)
+    p[:, 2] = torch.nan  # a source with no opinion at all
+    p[:, :, torch.arange(k), torch.arange(k)] = torch.nan
+    tau, pairs = kendall_tau(p)
+    for gi in range(groups):
+        for a in range(sources):
+            for b in range(sources):
+                conc = disc = n = 0
+                for i, j in itertools.combinations(range(k), 2):
+                    x, y = float(p[gi, a, i, j]), float(p[gi, b, i, j])
+                    if math.isnan(x) or math.isnan(y):
+                        continue
+                    n += 1
+                    sx, sy = (x > 0.5) - (x < 0.5), (y > 0.5) - (y < 0.5)
+                    conc += sx * sy > 0
+                    disc += sx * sy < 0
+                assert int(pairs[gi, a, b]) == n
+                if n:
+                    assert float(tau[gi, a, b]) == pytest.approx((conc - disc) / n, abs=1e-6)
+                else:
+                    assert math.isnan(float(tau[gi, a, b]))
+
+
+def test_candidate_index_reads_the_digits_after_the_last_colon():
+    ids = ["r000:p001:0", "r000:p001:7", "r001:p:12:63", "r000:p001:", "r000:p001:x",
+           "noindex", "7", "", None, "r000:p001:1234", "r000:p001:064", "a:b:c:5",
+           "r000:ünï:3", "r000:p001:٣"]
+    for arr in (pa.array(ids, pa.string()), pa.array(ids, pa.large_string()),
+                pa.chunked_array([ids[:5], ids[5:]]), pa.array(ids).slice(3, 9)):
+        got = candidate_index(arr)
+        assert got.tolist() == candidate_index_naive(arr).tolist()
+    assert candidate_index(pa.array(ids)).tolist() == [
+        0, 7, 63, -1, -1, -1, -1, -1, -1, -1, 64, 5, 3, -1]
+    assert candidate_index(pa.array([None, None], pa.string())).tolist() == [-1, -1]

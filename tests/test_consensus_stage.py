@@ -144,3 +144,98 @@ def test_consensus_recovers_truth_and_estimated_weights_find_the_good_source(tmp
                     total += 1
                     hits += ranks[f"r000:p{g:03d}:{i}"] < ranks[f"r000:p{g:03d}:{j}"]
     assert hits / total > 0.8
+
+
+def _shard_file(workdir, source, shard, rows, fingerprint=""):
+    """A judgments file named after its candidates shard, as the judge stage writes them."""
+    slug = source.replace(":", "-")
+    _judgments(workdir, rows, name=f"{slug}--{fingerprint}{shard.name}".removesuffix(".parquet"))
+
+
+def _outputs(workdir):
+    return {t: _read(workdir, t) for t in ("rankings", "groups", "cycles", "agreement")}
+
+
+def test_ranking_in_batches_gives_the_result_of_one_batch(tmp_path):
+    """Many small shards ranked a few groups at a time, with a human file spanning all of
+    them: every output equals the one-batch run (scores up to float rounding)."""
+    import random
+
+    rng = random.Random(3)
+    n, k = 40, 4
+    shards = write_round(tmp_path, ["ok"] * n, k=k, per_shard=3)
+    human = []
+    for s, shard in enumerate(shards):
+        groups = range(3 * s, min(n, 3 * s + 3))
+        _shard_file(tmp_path, "rm:a", shard,
+                    [r for g in groups for r in _scores(g, "rm:a", rng.sample(range(9), k))])
+        verdicts = []
+        for g in groups:
+            verdicts += [_pair(g, "llm:j", i, j, rng.choice([0.0, 0.5, 1.0]))
+                         for i in range(k) for j in range(i + 1, k)]
+        _shard_file(tmp_path, "llm:j", shard, verdicts, fingerprint="fp1--")
+    for g in range(0, n, 4):
+        human += [{**r, "kind": "rank"} for r in _scores(g, "human:ann", [2, 1, 4, 3])]
+    _judgments(tmp_path, human, name="human--abc")
+
+    summaries, outputs = [], []
+    for chunk in (2, 50_000):
+        summaries.append(rank_round(tmp_path, 0, _cfg(chunk_groups=chunk, weights=[
+            "rm:*=1", "llm:*=1", "human:*=2"])))
+        outputs.append(_outputs(tmp_path))
+    assert summaries[0] == summaries[1] and summaries[0].groups == n
+    small, one = outputs
+    assert small["rankings"].drop("score").equals(one["rankings"].drop("score"))
+    assert (small["rankings"]["score"] - one["rankings"]["score"]).abs().max() < 1e-12
+    for table in ("groups", "cycles", "agreement"):
+        assert small[table].equals(one[table]), table
+    # The human file counted in every batch: each group it ranks has its agreement rows.
+    humans = one["agreement"].filter(pl.col("source_a") == "human:ann")
+    assert sorted(set(humans["group_id"])) == [f"r000:p{g:03d}" for g in range(0, n, 4)]
+
+
+def test_a_group_split_across_two_shards_is_ranked_once_whole(tmp_path):
+    import pyarrow.parquet as pq
+
+    first, second = write_round(tmp_path, ["ok"] * 4, k=3, per_shard=2)
+    a, b = pq.read_table(first), pq.read_table(second)
+    # Candidate 2 of group 1 lands in the second shard.
+    moved = pa.compute.equal(a["candidate_id"], "r000:p001:2")
+    from pipeline.schema import CANDIDATES
+    write_parquet_atomic(a.filter(pa.compute.invert(moved)), first, CANDIDATES)
+    write_parquet_atomic(pa.concat_tables([a.filter(moved), b]), second, CANDIDATES)
+    _judgments(tmp_path, [r for g in range(4) for r in _scores(g, "rm:a", [1, 2, 3])])
+    summary = rank_round(tmp_path, 0, _cfg(chunk_groups=1))
+    assert summary.groups == 4
+    ranks = _read(tmp_path, "rankings").filter(pl.col("group_id") == "r000:p001")
+    assert ranks.sort("candidate_id")["rank"].to_list() == [2, 1, 0]
+    assert _read(tmp_path, "groups")["group_id"].to_list() == [f"r000:p{g:03d}" for g in range(4)]
+
+
+def test_judgment_files_decide_which_judgments_count(tmp_path):
+    (shard,) = write_round(tmp_path, ["ok"], k=3)
+    _shard_file(tmp_path, "rm:a", shard, _scores(0, "rm:a", [3, 2, 1]), fingerprint="old--")
+    _shard_file(tmp_path, "rm:a", shard, _scores(0, "rm:a", [1, 2, 3]), fingerprint="new--")
+    jdir = round_dir(tmp_path, 0) / "judgments"
+    rank_round(tmp_path, 0, _cfg(), judgment_files=[jdir / f"rm-a--new--{shard.name}"])
+    assert _read(tmp_path, "rankings")["rank"].to_list() == [2, 1, 0]
+    rank_round(tmp_path, 0, _cfg(), judgment_files=[jdir / f"rm-a--old--{shard.name}"])
+    assert _read(tmp_path, "rankings")["rank"].to_list() == [0, 1, 2]
+    with pytest.raises(ValueError, match="no judgments; run `grpo judge`"):
+        rank_round(tmp_path, 0, _cfg(), judgment_files=[])
+
+
+def test_judgment_files_are_read_with_their_shard(tmp_path):
+    from pipeline.consensus.inputs import plan_round
+
+    shards = write_round(tmp_path, ["ok"] * 4, k=2, per_shard=2)
+    _shard_file(tmp_path, "rm:a", shards[0], _scores(0, "rm:a", [1, 2]))
+    _shard_file(tmp_path, "llm:j", shards[1], [_pair(2, "llm:j", 0, 1, 1.0)], fingerprint="f--")
+    _judgments(tmp_path, _scores(3, "human:x", [1, 2]), name="human--0123")
+    plan = plan_round(tmp_path, 0, batch_groups=1)
+    assert [[f.name for f in b.judgments] for b in plan.batches] == [
+        [f"rm-a--{shards[0].name}"], [f"llm-j--f--{shards[1].name}"]]
+    assert [f.name for f in plan.shared] == ["human--0123.parquet"]
+    assert (plan.sources, plan.reconciled, plan.k) == (["human:x", "llm:j", "rm:a"], ["llm:j"], 2)
+    assert [(b.first_group, b.last_group) for b in plan.batches] == [
+        ("r000:p000", "r000:p001"), ("r000:p002", "r000:p003")]

@@ -169,10 +169,10 @@ def test_two_workers_share_a_round_and_survive_a_killed_worker(fleet, demo_model
     workdir = tmp_path / "run"
     # Enough shards that the worker whose engine is up first cannot finish the round
     # before the other one starts (about 0.7 s a shard alone, 3-8 s with both running).
-    n_prompts, shard_size, k = 1280, 64, 8
+    n_prompts, shard_size, k = 1024, 64, 8  # the session prompts file holds 1024
     n_shards = n_prompts // shard_size
     overrides = small_overrides(demo_model_dir, **{
-        "task.n_train_prompts": n_prompts, "generation.shard_size": shard_size,
+        "prompts.n_train_per_round": n_prompts, "generation.shard_size": shard_size,
         "generation.k": k, "generation.lease_ttl_s": TTL_S,
         "judging.sources": '["verifier"]'})
     sets = cli_set_args(overrides)
@@ -243,8 +243,8 @@ def test_two_workers_share_a_round_and_survive_a_killed_worker(fleet, demo_model
 
     # A late worker finds nothing left to claim: it returns without starting an engine.
     late = json.loads(fleet.cli("fleet", "work", "generate", "--workdir", str(workdir), *sets))
-    assert late["engine_started"] is False and late["done"] == 0
-    assert late["finished_elsewhere"] == n_shards
+    assert late["engine_started"] is False and late["fleet"]["done"] == 0
+    assert late["fleet"]["finished_elsewhere"] == n_shards
 
     # Judging the round through the same pool: a fresh worker replaces the dead one.
     fleet.start_worker("w3")

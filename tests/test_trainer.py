@@ -61,6 +61,7 @@ def test_training_lowers_the_loss_and_reuses_the_reference_cache(ranked_store, t
     metrics = [json.loads(x) for x in
                (out.parent / "trained.checkpoints" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == list(range(1, result.steps + 1))
+    assert result.world_size == 1 and result.groups_per_rank == [result.groups]
     assert {"loss", "reward_margin", "rank_acc", "kl_estimate", "lr"} <= set(metrics[-1])
     # Same model and data: the reference log-probs come from the Parquet cache.
     again = train(cfg, workdir, [0], demo_model_dir, demo_model_dir, workdir / "models" / "t2",
@@ -140,3 +141,38 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(ranked_store, tmp_p
     for a, b in zip(got, expected, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-5), a["step"]
         assert a["rank_acc"] == pytest.approx(b["rank_acc"], abs=1e-5, nan_ok=True)
+
+
+def _tensorboard_scalars(run_dir) -> dict[str, list[tuple[int, float]]]:
+    """Read back with TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir))
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_tensorboard_tracking_matches_metrics_jsonl(ranked_store, tmp_path, demo_model_dir):
+    from trainers.tracking import EVAL_RUN, log_round_evaluation
+
+    workdir = copy_store(ranked_store, tmp_path / "w")
+    cfg = load_config(overrides=small_overrides(demo_model_dir, **{
+        "train.epochs": 1, "train.report_to": "tensorboard",
+        "train.tracking_dir": str(tmp_path / "tb")}))
+    out = workdir / "models" / "tracked"
+    train(cfg, workdir, [0], demo_model_dir, demo_model_dir, out, show_progress=False)
+    rows = [json.loads(x) for x in
+            (out.with_name("tracked.checkpoints") / "metrics.jsonl").read_text().splitlines()]
+    scalars = _tensorboard_scalars(tmp_path / "tb" / "tracked")
+    for key in ("loss", "reward_margin", "rank_acc", "kl_estimate", "lr", "epoch"):
+        want = [(r["step"], r[key]) for r in rows if r[key] is not None]
+        got = scalars[key]
+        assert [s for s, _ in got] == [s for s, _ in want], key
+        for (_, a), (_, b) in zip(got, want, strict=True):
+            assert a == pytest.approx(b, rel=1e-6, abs=1e-7), key  # TensorBoard keeps float32
+    # The loop's per-round evaluations go to their own run, x-axis = round.
+    for r, gold in ((0, 0.5), (1, 0.625)):
+        log_round_evaluation(cfg, workdir, r, {"gold_score": gold, "kl_to_base": 0.1 * r,
+                                               "overoptimised": False})
+    evals = _tensorboard_scalars(tmp_path / "tb" / EVAL_RUN)
+    assert evals["gold_score"] == [(0, 0.5), (1, 0.625)]

@@ -100,9 +100,68 @@ def tokenize_groups(groups: list[RankedGroup], fallback_eos: int) -> list[Tokeni
     return out
 
 
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The groups' order in an epoch: a pure function of (seed, epoch), so a resumed run and
+    every process of a multi-process run see the same order."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g).tolist()
+
+
+def plan_steps(order: list[int], groups_per_step: int) -> list[list[int]]:
+    """Optimizer steps of an epoch: consecutive runs of ``groups_per_step`` groups (over all
+    processes; the last step of an epoch may hold fewer)."""
+    return [order[i: i + groups_per_step] for i in range(0, len(order), groups_per_step)]
+
+
+def rank_share(step: list[int], rank: int, world_size: int) -> list[int]:
+    """The groups of a step that process ``rank`` trains on: disjoint across ranks, their
+    union is the step, and the same on every run."""
+    return step[rank::world_size]
+
+
+def subset(group: TokenizedGroup, candidates: list[int]) -> TokenizedGroup:
+    """The same prompt with only the given candidates (a piece of a split group)."""
+    return TokenizedGroup(group.prompt_ids, [group.completion_ids[j] for j in candidates],
+                          [group.ranks[j] for j in candidates], group.weight,
+                          [group.candidate_ids[j] for j in candidates])
+
+
+@dataclass
+class MicroBatches:
+    """One process's share of a step, cut to the token budget: ``whole`` lists of groups
+    that fit together, and ``split``: a group too large for the budget alone, as lists of
+    its candidate indices (each list, with the prompt, fits)."""
+
+    whole: list[list[int]]
+    split: dict[int, list[list[int]]]
+
+    @property
+    def passes(self) -> int:
+        return len(self.whole) + sum(map(len, self.split.values()))
+
+
+def plan_micro_batches(groups: list[TokenizedGroup], share: list[int],
+                       max_tokens: int) -> MicroBatches:
+    """Cut a share of groups into forward/backward passes of at most ``max_tokens`` padded
+    token positions (prompt counted once). A group that is larger than that alone is split
+    by candidates; its loss is computed over all of them (see trainers/step.py)."""
+    fits = [i for i in share if _padded_tokens(groups, [i]) <= max_tokens]
+    split = {}
+    for i in share:
+        if i in fits:
+            continue
+        g = groups[i]
+        c = max(map(len, g.completion_ids))
+        per_piece = max(1, (max_tokens - len(g.prompt_ids)) // c)
+        k = len(g.completion_ids)
+        split[i] = [list(range(j, min(k, j + per_piece))) for j in range(0, k, per_piece)]
+    return MicroBatches(plan_batches(groups, fits, len(fits) or 1, max_tokens), split)
+
+
 def plan_batches(groups: list[TokenizedGroup], order: list[int], groups_per_batch: int,
                  max_tokens: int) -> list[list[int]]:
-    """Consecutive groups of ``order`` into batches capped by count and padded tokens."""
+    """Consecutive groups of ``order`` into batches capped by count and padded tokens (a
+    group above the token cap alone is a batch of its own)."""
     batches: list[list[int]] = []
     current: list[int] = []
     for i in order:

@@ -6,6 +6,13 @@ A tie counts as half a win each way. The small L2 term makes the optimum unique 
 even when one candidate wins every comparison (perfect separation) and centres theta; the
 objective is strictly concave, so Newton converges in a few steps. Candidates without any
 comparison (``valid`` False) keep theta = 0 and are excluded by the caller.
+
+The work is done on the k(k-1)/2 pairs i < j rather than on full k x k matrices (p_ji is
+1 - p_ij), Newton starts from log((wins + 1/2) / (losses + 1/2)) rather than 0, and a group
+stops when its own Newton step is below ``tol``: the groups still moving are the only ones
+computed, and a group's result does not depend on which other groups share its chunk. The
+naive twin, on full matrices with a shared stopping rule, is ``fit_bradley_terry_naive``;
+``tests/test_consensus_math.py`` checks that they agree.
 """
 
 from __future__ import annotations
@@ -18,6 +25,53 @@ Tensor = torch.Tensor
 def fit_bradley_terry(wins: Tensor, valid: Tensor, l2: float = 0.1, iters: int = 25,
                       tol: float = 1e-9) -> Tensor:
     """wins [G, k, k] >= 0, valid [G, k] bool -> theta [G, k] (float64)."""
+    g, k, _ = wins.shape
+    f64 = {"dtype": torch.float64, "device": wins.device}
+    iu, ju = torch.triu_indices(k, k, 1, device=wins.device)
+    n_pairs = len(iu)
+    # Pair p = (i, j): theta_i - theta_j = theta @ diff[:, p]; |diff| sums a pair's terms into
+    # its two candidates; hessian entries (i, j) and (j, i) sit at flat positions ``at``.
+    diff = torch.zeros(k, n_pairs, **f64)
+    diff[iu, torch.arange(n_pairs)] = 1.0
+    diff[ju, torch.arange(n_pairs)] = -1.0
+    at = torch.cat([iu * k + ju, ju * k + iu])
+    both = valid[:, iu] & valid[:, ju]
+    w_ij = wins[:, iu, ju].to(torch.float64) * both  # [G, pairs]: weight of "i beat j"
+    w_ji = wins[:, ju, iu].to(torch.float64) * both
+    # Start from each candidate's smoothed log win/loss ratio rather than from 0: Newton
+    # then needs about 4 steps instead of 7 on typical groups, to the same optimum.
+    won_minus_lost = (w_ij - w_ji) @ diff.T
+    played = (w_ij + w_ji) @ diff.abs().T
+    theta = torch.log((played + won_minus_lost + 1) / (played - won_minus_lost + 1)) * valid
+    active = None  # all groups; then the indices of those still moving
+    th, a_ij, a_ji = theta, w_ij, w_ji
+    for _ in range(iters):
+        p = torch.sigmoid(th @ diff)  # P(i beats j)
+        grad = (a_ij * (1 - p) - a_ji * p) @ diff.T - l2 * th
+        curv = (a_ij + a_ji) * p * (1 - p)
+        hess = torch.zeros(len(th), k * k, **f64).scatter_(
+            1, at.expand(len(th), -1), torch.cat([curv, curv], 1)).view(-1, k, k)
+        hess.diagonal(dim1=1, dim2=2).copy_(-(curv @ diff.abs().T) - l2)  # negative definite
+        step = torch.linalg.solve(hess, grad.unsqueeze(2)).squeeze(2)
+        th = th - step
+        moving = step.abs().amax(1) >= tol
+        if active is None:
+            theta = th
+        else:
+            theta[active] = th
+        if not moving.any():
+            break
+        if not moving.all():  # carry on with the groups still moving only
+            keep = moving.nonzero().squeeze(1)
+            active = keep if active is None else active[keep]
+            th, a_ij, a_ji = th[keep], a_ij[keep], a_ji[keep]
+    return theta * valid
+
+
+def fit_bradley_terry_naive(wins: Tensor, valid: Tensor, l2: float = 0.1, iters: int = 25,
+                            tol: float = 1e-9) -> Tensor:
+    """The same maximum likelihood on full k x k matrices, every group stepping until the
+    largest step of the chunk is below ``tol`` (the reference for the fast version)."""
     wins = wins.to(torch.float64) * (valid.unsqueeze(2) & valid.unsqueeze(1))
     g, k, _ = wins.shape
     n = wins + wins.transpose(1, 2)

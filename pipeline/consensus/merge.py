@@ -87,20 +87,26 @@ def dense_rank_desc(score: Tensor, valid: Tensor, tol: float = TIE_TOL) -> Tenso
 
 
 def kendall_tau(p: Tensor) -> tuple[Tensor, Tensor]:
-    """p [G, S, k, k] -> (tau [G, S, S], pairs [G, S, S]) over pairs i < j."""
+    """p [G, S, k, k] -> (tau [G, S, S], pairs [G, S, S]) over pairs i < j.
+
+    With x_s = sign(P_s - 1/2) per pair (0 for a tie or no opinion) and m_s = 1 where s has
+    an opinion: concordant - discordant = x_a . x_b and pairs = m_a . m_b, one batched
+    matrix product each rather than a [G, S, S, pairs] tensor."""
     k = p.shape[-1]
-    upper = torch.triu(torch.ones(k, k, dtype=torch.bool, device=p.device), 1)
-    upper_p = p[:, :, upper]  # [G, S, pairs]; NaN = no opinion
-    known = ~torch.isnan(upper_p)  # not from sign(): torch.sign(NaN) is 0, not NaN
+    iu, ju = torch.triu_indices(k, k, 1, device=p.device)
+    upper_p = p.flatten(2)[:, :, iu * k + ju]  # [G, S, pairs]; NaN = no opinion
+    known = (~torch.isnan(upper_p)).float()  # not from sign(): torch.sign(NaN) is 0, not NaN
     sign = torch.sign(torch.nan_to_num(upper_p, nan=0.5) - 0.5)
-    both = known.unsqueeze(2) & known.unsqueeze(1)  # [G, S, S, pairs]
-    prod = sign.unsqueeze(2) * sign.unsqueeze(1) * both
-    pairs = both.sum(3)
-    tau = prod.sum(3) / pairs.clamp(min=1)
-    return torch.where(pairs > 0, tau, torch.full_like(tau, torch.nan)), pairs
+    pairs = torch.bmm(known, known.transpose(1, 2))
+    tau = torch.bmm(sign, sign.transpose(1, 2)) / pairs.clamp(min=1)
+    return torch.where(pairs > 0, tau, torch.full_like(tau, torch.nan)), pairs.to(torch.int64)
 
 
-def merge_chunk(p: Tensor, n_candidates: Tensor, weights: Tensor, cfg: RankConfig) -> ChunkResult:
+def merge_chunk(p: Tensor, n_candidates: Tensor, weights: Tensor, cfg: RankConfig,
+                may_cycle: Tensor | None = None) -> ChunkResult:
+    """``may_cycle`` [S] bool: the sources whose own verdicts can hold a cycle (those with
+    pairwise verdicts in the chunk; verdicts derived from one score per candidate cannot).
+    The others are not searched for cycles; by default every source is."""
     g, s, k, _ = p.shape
     exists = torch.arange(k).unsqueeze(0) < n_candidates.unsqueeze(1)  # [G, k]
     opinion = ~torch.isnan(p)
@@ -123,9 +129,13 @@ def merge_chunk(p: Tensor, n_candidates: Tensor, weights: Tensor, cfg: RankConfi
 
     strict = pz > 0.5  # a source's own strict verdicts (NaN compared as 0 above)
     strict &= opinion
-    src_reach = closure(strict.view(g * s, k, k)).view(g, s, k, k)
-    source_cycle = on_cycle(src_reach.view(g * s, k, k)).view(g, s, k)
-    source_3 = count_3cycles(strict.view(g * s, k, k)).view(g, s)
+    source_cycle = torch.zeros(g, s, k, dtype=torch.bool)
+    source_3 = torch.zeros(g, s, dtype=torch.int64)
+    searched = torch.arange(s) if may_cycle is None else may_cycle.nonzero().squeeze(1)
+    if len(searched):
+        own = strict[:, searched].reshape(-1, k, k)
+        source_cycle[:, searched] = on_cycle(closure(own)).view(g, len(searched), k)
+        source_3[:, searched] = count_3cycles(own).view(g, len(searched))
     tau, pairs = kendall_tau(p)
 
     n_sources = opinion.flatten(2).any(2).sum(1)
