@@ -86,12 +86,12 @@ def check_out(out: Path, s: plan.Settings) -> None:
 
 
 def run(args) -> dict:
+    from transformers.utils import logging as hf_logging
+
     from bench import evidence_data as data
     from bench.evidence_eval import Evaluator, per_prompt, self_check
     from bench.evidence_stats import Intervals, heldout_size
     from pipeline.judging.sources import SharedEndpoint
-
-    from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a "Loading weights" bar per policy would bury the log
     s = settings_from(args)
