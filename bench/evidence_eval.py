@@ -23,6 +23,7 @@ between arms carry less sampling noise, while each policy's samples stay exact s
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -174,7 +175,8 @@ def per_prompt(arm: dict[str, np.ndarray], base: dict[str, np.ndarray],
     valid = ~np.isnan(g) & ~np.isnan(b)
     win = np.where(valid, (g > b) + 0.5 * (g == b), np.nan)
     own = signal_scores(arm, signal)
-    with np.errstate(invalid="ignore"):
+    with warnings.catch_warnings():  # a prompt with no gold score is NaN, and says so
+        warnings.simplefilter("ignore", category=RuntimeWarning)
         return {"gold": np.nanmean(g, axis=1), "win": np.nanmean(win, axis=1),
                 "hack_proxy": hack(g, arm[PROXY]),
                 "hack_own": hack(g, own) if own is not None else np.full(len(g), np.nan)}
