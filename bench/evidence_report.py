@@ -135,13 +135,22 @@ def lines_plot(path: Path, title: str, xlabel: str, series: dict[str, list[tuple
 # --- the report ----------------------------------------------------------------------------
 
 def _answers(ctx: dict) -> list[str]:
+    """Each comparison's gold difference; where the question is about reward hacking (Q1's
+    robustness claim, Q5) its hack-rate differences too (lower is better)."""
     out = []
     for q in ctx["questions"]:
         for c in q.comparisons:
-            e = ctx["cmp_est"][q.key][c.label]["gold"]
+            cmp = ctx["cmp_est"][q.key][c.label]
             a, b = c.label.split(" - ")
-            out.append(f"- **{q.key.upper()}** {c.label}: gold {fmt(e)}; "
-                       + verdict(e, a.split(": ")[-1], b))
+            line = (f"- **{q.key.upper()}** {c.label}: gold {fmt(cmp['gold'])}; "
+                    + verdict(cmp["gold"], a.split(": ")[-1], b))
+            for m in ("hack_proxy", "hack_own") if q.key in ("q1", "q5") else ():
+                e = cmp.get(m)
+                if m in q.metrics and e is not None and e.value == e.value:
+                    line += (f". {DELTA_NAMES[m]} {fmt(e)}; "
+                             + verdict(e, a, b, higher_is_better=False)
+                             .replace("better", "hacks less").replace("worse", "hacks more"))
+            out.append(line)
     return out
 
 
