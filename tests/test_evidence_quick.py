@@ -62,7 +62,7 @@ def test_quick_mode_runs_end_to_end_with_well_formed_intervals(quick_run):
     for e in values:
         lo, hi = e["ci95"]
         assert lo <= e["value"] <= hi and e["se"] >= 0 and e["mde80"] >= 0
-        assert 0.0 <= e["seed_share"] <= 1.0 or e["se"] == 0
+        assert e["se"] == 0 or 0.0 <= e["seed_share"] <= 1.0  # no spread: no shares
     for name, arm in record["arms"].items():
         assert 0.0 <= arm["win"]["value"] <= 1.0 and 0.0 <= arm["hack_proxy"]["value"] <= 1.0, name
     assert 0.0 < record["base_gold"]["value"] <= 1.0
