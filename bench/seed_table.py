@@ -49,7 +49,7 @@ def run(workdir: Path, models: Path, loss: str, k: int, seed: int, rounds: int,
         sets = {"train.loss": f'"{loss}"', "generation.k": k, "generation.seed": 1000 + seed,
                 "train.seed": seed, "prompts.n_train_per_round": prompts, "loop.rounds": rounds,
                 "loop.stop_on_overoptimisation": "false", "loop.simulated_annotator": "false",
-                "judging.sources": '["reward_model"]', "rank.weights": '["rm:*=1"]'}
+                "judging.sources": '["verifier", "reward_model"]', "rank.weights": '["rm:*=1"]'}
         if heldout is not None:
             sets["prompts.n_heldout"] = heldout
         argv = [sys.executable, "-m", "flows.cli", "iterate", "--workdir", str(workdir)]

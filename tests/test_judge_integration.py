@@ -69,6 +69,10 @@ def test_judge_flow_with_every_source(tmp_path, demo_judge_dir, demo_rm_dir,
     modes = ["ok"] * 6
     write_round(tmp_path, modes, k=4, per_shard=3, texts=texts,
                 tasks={0: ("S 3121=", "1123")})
+    # A copy of the session's judge: the session's own server (tests/test_demo_judge.py) may
+    # still serve the original, and the check at the end looks for this flow's server only.
+    judge_dir = tmp_path / "judge"
+    shutil.copytree(demo_judge_dir, judge_dir)
     second_rm = tmp_path / "other-rm"
     shutil.copytree(demo_rm_dir, second_rm)
     with pytest.raises(ConfigError, match="share a name"):
@@ -76,7 +80,7 @@ def test_judge_flow_with_every_source(tmp_path, demo_judge_dir, demo_rm_dir,
                    {"judging.reward_models": [str(demo_rm_dir), str(demo_rm_dir) + "/"]},
                    show_progress=False)
     overrides = {"judging.reward_models": [str(demo_rm_dir), str(second_rm)],
-                 "llm_judge.model": str(demo_judge_dir), "llm_judge.concurrency": 2}
+                 "llm_judge.model": str(judge_dir), "llm_judge.concurrency": 2}
     summary = judge_flow(str(tmp_path), None, 0, overrides, show_progress=False)
     assert summary["complete"]
     for source, s in summary["sources"].items():
@@ -112,6 +116,6 @@ def test_judge_flow_with_every_source(tmp_path, demo_judge_dir, demo_rm_dir,
         assert score["r000:p000:1", v] <= score["r000:p000:0", v], group0
     # The embedded server ran, and was stopped with the flow.
     assert (tmp_path / "logs" / "judge-server.log").stat().st_size > 0
-    ps = subprocess.run(["pgrep", "-f", f"api_server --model {demo_judge_dir}"],
+    ps = subprocess.run(["pgrep", "-f", f"api_server --model {judge_dir}"],
                         capture_output=True, text=True)
     assert ps.stdout.strip() == ""
