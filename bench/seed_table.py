@@ -46,6 +46,8 @@ def run(workdir: Path, models: Path, loss: str, k: int, seed: int, rounds: int,
         (workdir / "models").mkdir(parents=True)
         for name in ("demo-policy", "demo-rm"):
             shutil.copytree(models / name, workdir / "models" / name)
+        # The demo's prompts file, written beside the models by `grpo build-demo-model`.
+        shutil.copytree(models.parent / "prompts", workdir / "prompts")
         sets = {"train.loss": f'"{loss}"', "generation.k": k, "generation.seed": 1000 + seed,
                 "train.seed": seed, "prompts.n_train_per_round": prompts, "loop.rounds": rounds,
                 "loop.stop_on_overoptimisation": "false", "loop.simulated_annotator": "false",
