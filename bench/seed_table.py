@@ -85,8 +85,10 @@ def main(argv: list[str] | None = None) -> dict:
     root = Path(args.workdir)
     models = root / "base" / "models"
     if not (models / "demo-rm" / "config.json").exists():
+        # The table trains on the reward model and audits with the verifier: no LLM judge.
         _check([sys.executable, "-m", "flows.cli", "build-demo-model", "--workdir",
-                str(root / "base"), *build])
+                str(root / "base"), "--set", 'judging.sources=["verifier", "reward_model"]',
+                *build])
     started = time.perf_counter()
     table = {}
     for label, loss, k in CONFIGS:

@@ -61,7 +61,7 @@ def source_round(workdir: Path) -> tuple[Path, Path]:
     if not ready:
         verifier_only = ["--set", 'judging.sources=["verifier"]', "--set", 'loop.gold=""']
         if not (source / "models" / "demo-policy" / "config.json").exists():
-            _grpo("build-demo-model", "--workdir", str(source))
+            _grpo("build-demo-model", "--workdir", str(source), *verifier_only)
         for cmd in (["generate", "--round", "0"], ["judge", "--round", "0", *verifier_only],
                     ["rank", "--round", "0", *verifier_only,
                      "--set", 'rank.weights=["verifier:*=1"]']):

@@ -230,7 +230,9 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise ConfigError("policy.model: build-demo-model builds the 'demo' policy; "
                               f"the config points at {cfg.policy.model}")
         built = build_demo_models(str(workdir), args.config, overrides, force=args.force)
-        _print(built or {"kept": "the demo models exist (use --force to rebuild)"})
+        if not set(built) - {"not_built"}:
+            built["kept"] = "the demo models exist (use --force to rebuild)"
+        _print(built)
         return 0
 
     if cmd == "generate":

@@ -100,6 +100,17 @@ def prompt_files(cfg: Config, workdir: Path) -> list[Path]:
     return matches
 
 
+def demo_judges_used(cfg: Config) -> dict[str, bool]:
+    """Which of the demo's judges the config's judging uses: the demo reward model (a
+    ``demo`` entry of judging.reward_models with reward_model among the sources) and the
+    demo LLM judge (llm among the sources, served embedded, llm_judge.model = demo).
+    ``grpo build-demo-model`` builds only these (each takes minutes to train)."""
+    sources = cfg.judging.sources
+    q = cfg.llm_judge
+    return {"reward_model": "reward_model" in sources and DEMO in cfg.judging.reward_models,
+            "judge": "llm" in sources and q.base_url == "embedded" and q.model == DEMO}
+
+
 def preflight(cfg: Config, workdir: Path, *, policy: bool = False, prompts: bool = False,
               judges: bool = False) -> None:
     """Resolve everything a command will touch; raise ConfigError on the first problem."""

@@ -3,15 +3,9 @@ silently break the benchmark; and its token count, which every contender shares.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.bench_helpers import run_benchmark
 
 
 def test_generated_tokens_count_up_to_and_including_the_first_stop_id():
@@ -38,16 +32,10 @@ def test_interleaved_repetitions_rotate_the_order():
 
 @pytest.mark.slow
 def test_quick_mode_runs_end_to_end_and_ends_with_one_json_line(tmp_path):
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / ".prefect")}
     # As a script (the harder way to import the project); `-m bench.generation` is make's.
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "generation.py"), "--quick",
-                           "--sweep", "--workdir", str(tmp_path / "bench")],
-                          env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-4000:]
-    lines = done.stdout.strip().splitlines()
-    assert lines[0].startswith("date: ") and lines[1].startswith("machine: ")
-    record = json.loads(lines[-1])
-    assert record["benchmark"] == "generation" and record["quick"] is True
+    record, _ = run_benchmark("generation", "--quick", "--sweep", "--workdir",
+                              str(tmp_path / "bench"), tmp_path=tmp_path, timeout=600)
+    assert record["quick"] is True
     n, k, max_new = record["prompts"], record["k"], record["max_new_tokens"]
     for name in ("pipeline", "bare_vllm", "hf_float32", "hf_bfloat16"):
         assert 0 < record["tokens"][name] <= n * k * max_new

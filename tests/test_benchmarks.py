@@ -4,35 +4,17 @@ a benchmark again (issue 14)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from pipeline.audit import list_queries
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _run_quick(name: str, style: str) -> list[str]:
-    cmd = [sys.executable, "-m", f"bench.{name}"] if style == "module" else [
-        sys.executable, f"bench/{name}.py"]
-    done = subprocess.run([*cmd, "--quick"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout.strip().splitlines()
+from tests.bench_helpers import run_benchmark
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("style", ["module", "script"])
 def test_consensus_benchmark_quick_mode(style):
-    lines = _run_quick("consensus", style)
-    assert any(line.startswith("date: ") for line in lines[:4])
-    assert any(line.startswith("machine: ") and "cores" in line for line in lines[:4])
-    record = json.loads(lines[-1])
-    assert record["benchmark"] == "consensus" and record["quick"] is True
+    record, _ = run_benchmark("consensus", "--quick", script=style == "script", timeout=300)
+    assert record["quick"] is True
     assert record["machine"]["cores"] >= 1 and "cpu_flags" in record["machine"]
     sizes = record["sizes"]
     assert [s["groups"] for s in sizes] == [300, 1200]
