@@ -166,13 +166,17 @@ CYCLES = Table(
 
 AGREEMENT = Table(
     "agreement", "Kendall tau between two sources on one group, over the candidate pairs both "
-    "ordered (ties count as neither concordant nor discordant).",
+    "have an opinion on (a tie counts as neither concordant nor discordant but stays in the "
+    "denominator), and the same over the pairs both order strictly.",
     (
         ROUND, GROUP_ID,
         _c("source_a", pa.string(), "first source (alphabetical)"),
         _c("source_b", pa.string(), "second source"),
         _c("pairs", pa.int32(), "candidate pairs both sources have an opinion on"),
         _c("tau", pa.float64(), "(concordant - discordant) / pairs; null when pairs = 0", True),
+        _c("decided_pairs", pa.int32(), "pairs both sources order strictly (neither ties them)"),
+        _c("tau_decided", pa.float64(), "(concordant - discordant) / decided_pairs: agreement "
+           "where both take a side (Goodman-Kruskal gamma); null when decided_pairs = 0", True),
     ),
     key=("group_id", "source_a", "source_b"),
 )

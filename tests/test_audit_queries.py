@@ -45,6 +45,11 @@ def test_every_query_runs_and_answers(tmp_path):
     hm = {(r["annotator"], r["other_source"]): r for r in results["human_machine_agreement"]}
     assert hm[("human:ann", "verifier:t")]["mean_tau"] == 1.0
     assert hm[("human:ann", "rm:a")]["mean_tau"] == -1.0
+    both = {(r["source_a"], r["source_b"]): r for r in results["source_agreement"]}
+    # Group 0: rm:a reverses the verifier on all 3 pairs; group 1: the same order on all 3.
+    rv = both[("rm:a", "verifier:t")]
+    assert (rv["groups"], rv["pairs"], rv["decided_pairs"]) == (2, 6, 6)
+    assert rv["mean_tau"] == 0.0 and rv["tau_decided"] == 0.0 and rv["decided_share"] == 1.0
     assert results["quarantine_reasons"][0]["reason"] == "unknown candidate_id for this group"
     status = {r["status"]: r["groups"] for r in results["group_status"]}
     assert status == {"intransitive": 1, "contested": 1, "unranked": 1}

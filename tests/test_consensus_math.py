@@ -128,11 +128,11 @@ def test_kendall_tau_matches_a_pair_by_pair_count():
     p = torch.where(torch.rand(groups, sources, k, k, generator=g) < 0.2, torch.nan, p)
     p[:, 2] = torch.nan  # a source with no opinion at all
     p[:, :, torch.arange(k), torch.arange(k)] = torch.nan
-    tau, pairs = kendall_tau(p)
+    tau, pairs, decided = kendall_tau(p)
     for gi in range(groups):
         for a in range(sources):
             for b in range(sources):
-                conc = disc = n = 0
+                conc = disc = n = both = 0
                 for i, j in itertools.combinations(range(k), 2):
                     x, y = float(p[gi, a, i, j]), float(p[gi, b, i, j])
                     if math.isnan(x) or math.isnan(y):
@@ -141,7 +141,9 @@ def test_kendall_tau_matches_a_pair_by_pair_count():
                     sx, sy = (x > 0.5) - (x < 0.5), (y > 0.5) - (y < 0.5)
                     conc += sx * sy > 0
                     disc += sx * sy < 0
+                    both += sx != 0 and sy != 0
                 assert int(pairs[gi, a, b]) == n
+                assert int(decided[gi, a, b]) == both == conc + disc
                 if n:
                     assert float(tau[gi, a, b]) == pytest.approx((conc - disc) / n, abs=1e-6)
                 else:

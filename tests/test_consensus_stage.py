@@ -86,6 +86,11 @@ def test_consensus_cycles_ties_and_status(tmp_path):
     assert taus[("rm:a", "rm:b")] == 1.0
     # Two discordant pairs and one the verifier ties: (0 - 2) / 3; ties count in the pairs.
     assert taus[("rm:a", "verifier:t")] == pytest.approx(-2 / 3)
+    # Over the pairs both order strictly the tie leaves: (0 - 2) / 2.
+    row = agreement.filter((pl.col("source_a") == "rm:a") & (pl.col("source_b") == "verifier:t"))
+    assert (row["decided_pairs"].item(), row["tau_decided"].item()) == (2, -1.0)
+    same = agreement.filter((pl.col("source_a") == "rm:a") & (pl.col("source_b") == "rm:b"))
+    assert same["tau_decided"].item() == 1.0
 
 
 def test_policies_drop_and_keep(tmp_path):

@@ -133,7 +133,7 @@ def _tables(workdir):
 
     def agree(g, a, b, tau):
         return {"round": 0, "group_id": f"r000:p{g:03d}", "source_a": a, "source_b": b,
-                "pairs": 3, "tau": tau}
+                "pairs": 3, "tau": tau, "decided_pairs": 3, "tau_decided": tau}
     rows = [agree(0, "llm:j", "rm:a", 0.9), agree(0, "rm:a", "verifier:t", 0.7),
             agree(1, "llm:j", "rm:a", -0.8), agree(1, "rm:a", "verifier:t", 0.2),
             agree(2, "llm:j", "rm:a", 1.0), agree(2, "human:x", "rm:a", -1.0),

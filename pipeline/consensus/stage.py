@@ -201,7 +201,12 @@ def _agreement(data, lo, hi, res) -> pa.Table:
     a_idx, b_idx = np.triu_indices(s, 1)
     tau = res.tau[:, a_idx, b_idx].numpy()
     pairs = res.tau_pairs[:, a_idx, b_idx].numpy()
+    decided = res.tau_decided[:, a_idx, b_idx].numpy()
     g_rows, p_cols = np.nonzero(pairs > 0)
+    d = decided[g_rows, p_cols]
+    concordance = tau[g_rows, p_cols] * pairs[g_rows, p_cols]  # concordant - discordant
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tau_decided = np.where(d > 0, np.rint(concordance) / np.maximum(d, 1), np.nan)
     names = pa.array(data.sources, pa.string())
     return pa.table({
         "round": pa.array(data.rounds[lo:hi][g_rows], pa.int32()),
@@ -209,4 +214,6 @@ def _agreement(data, lo, hi, res) -> pa.Table:
         "source_a": _take(names, a_idx[p_cols]),
         "source_b": _take(names, b_idx[p_cols]),
         "pairs": pa.array(pairs[g_rows, p_cols], pa.int32()),
-        "tau": pa.array(tau[g_rows, p_cols], pa.float64())})
+        "tau": pa.array(tau[g_rows, p_cols], pa.float64()),
+        "decided_pairs": pa.array(d, pa.int32()),
+        "tau_decided": pa.array(tau_decided, pa.float64(), mask=d == 0)})
