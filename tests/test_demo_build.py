@@ -1,5 +1,6 @@
 """`grpo build-demo-model` builds the demo's reward model and judge only where the config's
-judging uses them, and never leaves one trained for an older policy beside a rebuilt one."""
+judging uses them, and never leaves one trained for an older policy beside a rebuilt one; and
+the flows package gives Prefect's temporary server time to start on a busy machine."""
 
 from __future__ import annotations
 
@@ -45,3 +46,20 @@ def test_a_verifier_only_build_trains_no_judge_and_drops_stale_ones(tmp_path, de
     assert "removed" in built["not_built"]["reward_model"]
     assert not (rebuilt / DEMO_RM_DIR).exists() and not (rebuilt / DEMO_JUDGE_DIR).exists()
     assert (rebuilt / DEMO_POLICY_DIR / "config.json").is_file()
+
+
+def test_flows_give_the_temporary_prefect_server_time_to_start_unless_the_user_says():
+    import os
+    import subprocess
+    import sys
+
+    probe = ("import flows; from prefect.settings import "
+             "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as s; print(s.value())")
+    env = {k: v for k, v in os.environ.items()
+           if k != "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"}
+    for extra, expected in (({}, "120"), ({"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS":
+                                           "45"}, "45")):
+        out = subprocess.run([sys.executable, "-c", probe], env={**env, **extra},
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert out.stdout.strip().splitlines()[-1] in (expected, expected + ".0")
