@@ -98,10 +98,11 @@ def ranked_store(tmp_path_factory, demo_model_dir, prefect_harness) -> Path:
 
 
 def seed_demo_workdir(workdir: Path, policy: Path, rm: Path | None = None,
-                      judge: Path | None = None) -> Path:
-    """A workdir holding the session's demo models and prompts file where the demo config's
-    ``demo`` values resolve, as `grpo build-demo-model` would leave it: commands (and
-    benchmarks) that build only what is missing then build nothing the session already did."""
+                      judge: Path | None = None, prompts: bool = True) -> Path:
+    """A workdir holding the session's demo models (and, with ``prompts``, its prompts file)
+    where the demo config's ``demo`` values resolve, as `grpo build-demo-model` would leave
+    it: commands (and benchmarks) that build only what is missing then build nothing the
+    session already did."""
     import shutil
 
     from pipeline.resolve import DEMO_JUDGE_DIR, DEMO_POLICY_DIR, DEMO_PROMPTS, DEMO_RM_DIR
@@ -109,8 +110,9 @@ def seed_demo_workdir(workdir: Path, policy: Path, rm: Path | None = None,
     for src, rel in ((policy, DEMO_POLICY_DIR), (rm, DEMO_RM_DIR), (judge, DEMO_JUDGE_DIR)):
         if src is not None:
             shutil.copytree(src, workdir / rel)
-    (workdir / DEMO_PROMPTS).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(Path(policy).parent / DEMO_PROMPTS_NAME, workdir / DEMO_PROMPTS)
+    if prompts:
+        (workdir / DEMO_PROMPTS).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(policy).parent / DEMO_PROMPTS_NAME, workdir / DEMO_PROMPTS)
     return workdir
 
 

@@ -128,7 +128,7 @@ def test_kendall_tau_matches_a_pair_by_pair_count():
     p = torch.where(torch.rand(groups, sources, k, k, generator=g) < 0.2, torch.nan, p)
     p[:, 2] = torch.nan  # a source with no opinion at all
     p[:, :, torch.arange(k), torch.arange(k)] = torch.nan
-    tau, pairs, decided = kendall_tau(p)
+    tau, pairs, decided, tau_decided = kendall_tau(p)
     for gi in range(groups):
         for a in range(sources):
             for b in range(sources):
@@ -144,6 +144,11 @@ def test_kendall_tau_matches_a_pair_by_pair_count():
                     both += sx != 0 and sy != 0
                 assert int(pairs[gi, a, b]) == n
                 assert int(decided[gi, a, b]) == both == conc + disc
+                if both:
+                    assert float(tau_decided[gi, a, b]) == pytest.approx((conc - disc) / both,
+                                                                         abs=1e-6)
+                else:
+                    assert math.isnan(float(tau_decided[gi, a, b]))
                 if n:
                     assert float(tau[gi, a, b]) == pytest.approx((conc - disc) / n, abs=1e-6)
                 else:

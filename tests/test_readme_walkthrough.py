@@ -12,14 +12,13 @@ import csv
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import cli_set_args
+from tests.conftest import cli_set_args, seed_demo_workdir
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,11 +47,9 @@ def _fill_in(csv_path: Path) -> None:
 
 def test_the_readme_walkthrough_runs_as_written(tmp_path, demo_model_dir, demo_rm_dir,
                                                 demo_judge_dir):
-    workdir = tmp_path / "first"
-    (workdir / "models").mkdir(parents=True)
-    shutil.copytree(demo_model_dir, workdir / "models" / "demo-policy")
-    shutil.copytree(demo_rm_dir, workdir / "models" / "demo-rm")
-    shutil.copytree(demo_judge_dir, workdir / "models" / "demo-judge")
+    # The models only: `grpo build-demo-model` writes the prompts file, as on a first run.
+    workdir = seed_demo_workdir(tmp_path / "first", demo_model_dir, demo_rm_dir,
+                                demo_judge_dir, prompts=False)
     venv_bin = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}",
            "PREFECT_HOME": str(tmp_path / ".prefect")}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -58,6 +59,14 @@ def source_weights(sources: list[str], cfg: RankConfig,
     return np.asarray(out, dtype=np.float32)
 
 
+class SourceAgreement(NamedTuple):
+    """Per group, every two sources [G, S, S]; NaN where the denominator is 0."""
+    tau: Tensor  # (concordant - discordant) / pairs
+    pairs: Tensor  # int64: pairs both sources have an opinion on (ties included)
+    decided: Tensor  # int64: pairs both sources order strictly
+    tau_decided: Tensor  # (concordant - discordant) / decided
+
+
 @dataclass
 class ChunkResult:
     theta: Tensor  # [G, k] consensus strength (SCC-averaged)
@@ -69,9 +78,7 @@ class ChunkResult:
     consensus_cycle: Tensor  # [G, k] on a consensus cycle
     source_cycle: Tensor  # [G, S, k] on a cycle of that source's own verdicts
     source_3cycles: Tensor  # [G, S]
-    tau: Tensor  # [G, S, S] Kendall tau (NaN where no common pair)
-    tau_pairs: Tensor  # [G, S, S] pairs both sources have an opinion on
-    tau_decided: Tensor  # [G, S, S] pairs both sources order strictly
+    agreement: SourceAgreement  # [G, S, S] Kendall tau of every two sources, two ways
     mean_tau: Tensor  # [G] mean tau over pairs of weighted sources; NaN with fewer than two
 
 
@@ -87,13 +94,13 @@ def dense_rank_desc(score: Tensor, valid: Tensor, tol: float = TIE_TOL) -> Tenso
     return torch.where(valid, rank, torch.full_like(rank, -1))
 
 
-def kendall_tau(p: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """p [G, S, k, k] -> (tau [G, S, S], pairs [G, S, S], decided [G, S, S]) over pairs i < j.
+def kendall_tau(p: Tensor) -> SourceAgreement:
+    """p [G, S, k, k] -> agreement of every two sources over pairs i < j.
 
     With x_s = sign(P_s - 1/2) per pair (0 for a tie or no opinion) and m_s = 1 where s has
     an opinion: concordant - discordant = x_a . x_b, pairs = m_a . m_b (ties count in the
     denominator) and decided = |x_a| . |x_b| (pairs both order strictly), one batched matrix
-    product each rather than a [G, S, S, pairs] tensor. tau * pairs / decided is the
+    product each rather than a [G, S, S, pairs] tensor. Over the decided pairs it is the
     agreement where both take a side (Goodman-Kruskal gamma): a judge that ties most pairs
     has a tau near 0 whatever it says about the rest, which gamma does not hide."""
     k = p.shape[-1]
@@ -101,12 +108,14 @@ def kendall_tau(p: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     upper_p = p.flatten(2)[:, :, iu * k + ju]  # [G, S, pairs]; NaN = no opinion
     known = (~torch.isnan(upper_p)).float()  # not from sign(): torch.sign(NaN) is 0, not NaN
     sign = torch.sign(torch.nan_to_num(upper_p, nan=0.5) - 0.5)
-    pairs = torch.bmm(known, known.transpose(1, 2))
     strict = sign.abs()
+    concordance = torch.bmm(sign, sign.transpose(1, 2))
+    pairs = torch.bmm(known, known.transpose(1, 2))
     decided = torch.bmm(strict, strict.transpose(1, 2))
-    tau = torch.bmm(sign, sign.transpose(1, 2)) / pairs.clamp(min=1)
-    return (torch.where(pairs > 0, tau, torch.full_like(tau, torch.nan)), pairs.to(torch.int64),
-            decided.to(torch.int64))
+    nan = torch.full_like(concordance, torch.nan)
+    return SourceAgreement(
+        torch.where(pairs > 0, concordance / pairs.clamp(min=1), nan), pairs.to(torch.int64),
+        decided.to(torch.int64), torch.where(decided > 0, concordance / decided.clamp(min=1), nan))
 
 
 def merge_chunk(p: Tensor, n_candidates: Tensor, weights: Tensor, cfg: RankConfig,
@@ -143,7 +152,8 @@ def merge_chunk(p: Tensor, n_candidates: Tensor, weights: Tensor, cfg: RankConfi
         own = strict[:, searched].reshape(-1, k, k)
         source_cycle[:, searched] = on_cycle(closure(own)).view(g, len(searched), k)
         source_3[:, searched] = count_3cycles(own).view(g, len(searched))
-    tau, pairs, decided = kendall_tau(p)
+    agreement = kendall_tau(p)
+    tau, pairs = agreement.tau, agreement.pairs
 
     n_sources = opinion.flatten(2).any(2).sum(1)
     w_pair = weighted.view(1, s, 1) & weighted.view(1, 1, s) & \
@@ -163,4 +173,4 @@ def merge_chunk(p: Tensor, n_candidates: Tensor, weights: Tensor, cfg: RankConfi
     weight = by_code[code]
     status = STATUS_NAMES[code.numpy()].tolist()
     return ChunkResult(strength, ranks, status, weight, n_sources, count_3cycles(majority), cyc,
-                       source_cycle, source_3, tau, pairs, decided, mean_tau)
+                       source_cycle, source_3, agreement, mean_tau)

@@ -199,21 +199,17 @@ def _cycles(data, lo, hi, res) -> pa.Table:
 def _agreement(data, lo, hi, res) -> pa.Table:
     s = len(data.sources)
     a_idx, b_idx = np.triu_indices(s, 1)
-    tau = res.tau[:, a_idx, b_idx].numpy()
-    pairs = res.tau_pairs[:, a_idx, b_idx].numpy()
-    decided = res.tau_decided[:, a_idx, b_idx].numpy()
-    g_rows, p_cols = np.nonzero(pairs > 0)
-    d = decided[g_rows, p_cols]
-    concordance = tau[g_rows, p_cols] * pairs[g_rows, p_cols]  # concordant - discordant
-    with np.errstate(invalid="ignore", divide="ignore"):
-        tau_decided = np.where(d > 0, np.rint(concordance) / np.maximum(d, 1), np.nan)
+    ag = {name: t[:, a_idx, b_idx].numpy() for name, t in res.agreement._asdict().items()}
+    g_rows, p_cols = np.nonzero(ag["pairs"] > 0)
+    pick = {name: v[g_rows, p_cols] for name, v in ag.items()}
     names = pa.array(data.sources, pa.string())
     return pa.table({
         "round": pa.array(data.rounds[lo:hi][g_rows], pa.int32()),
         "group_id": _take(data.group_ids, lo + g_rows),
         "source_a": _take(names, a_idx[p_cols]),
         "source_b": _take(names, b_idx[p_cols]),
-        "pairs": pa.array(pairs[g_rows, p_cols], pa.int32()),
-        "tau": pa.array(tau[g_rows, p_cols], pa.float64()),
-        "decided_pairs": pa.array(d, pa.int32()),
-        "tau_decided": pa.array(tau_decided, pa.float64(), mask=d == 0)})
+        "pairs": pa.array(pick["pairs"], pa.int32()),
+        "tau": pa.array(pick["tau"], pa.float64()),
+        "decided_pairs": pa.array(pick["decided"], pa.int32()),
+        "tau_decided": pa.array(pick["tau_decided"], pa.float64(),
+                                mask=pick["decided"] == 0)})
