@@ -8,8 +8,8 @@ gold verifier held out (never trained on), five questions, each with its own tab
    annotators only; at 10%, groups chosen at random vs where the machine judges disagree;
 4. offline (one round on 3N prompts) vs iterative (three rounds of N);
 5. reward-model collusion: one reward model vs an ensemble of three vs reward model + LLM
-   judge (the last arm runs once a trained demo LLM judge exists; until then it is skipped,
-   and the report says so).
+   judge (the last arm runs when `grpo build-demo-model` has built the demo LLM judge;
+   --no-llm-judge skips it, and the report says so).
 
 Design (see the report's Design section): vLLM samples k=16 once per training prompt and
 every k and prompt subset is a nested subsample of it; each view of the data is judged once
@@ -110,11 +110,8 @@ def run(args) -> dict:
     if not llm:
         notes.append("Q5's arm 'reward model + LLM judge' was not run: " + (
             "--no-llm-judge was given." if args.no_llm_judge else
-            "no trained demo LLM judge exists on this branch (the embedded judge is the demo "
-            "policy itself, which answers 'all 5' to nearly every group; "
-            "pipeline/demo_judge.py is being built on another branch). Once "
-            "`grpo build-demo-model` builds it, this arm runs through the normal judging "
-            "path (judging.sources += llm, llm_judge.base_url = embedded)."))
+            "no trained demo LLM judge was found in models/ (`grpo build-demo-model` builds "
+            "it when the demo config's judging.sources includes llm)."))
     print(f"evidence: LLM judge arm: {'on, ' + str(llm_judge) if llm else 'skipped'}",
           flush=True)
 

@@ -47,8 +47,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def build_models(root: Path, s: Settings) -> dict:
     """The demo policy, reward model and prompts file (``grpo build-demo-model``, which also
-    builds the demo LLM judge once it exists), and two more reward models for the ensemble,
-    built the same way from other seeds (so other sample pairs and another initialisation)."""
+    builds the demo LLM judge when the demo config judges with it), and two more reward
+    models for the ensemble, built the same way from other seeds (so other sample pairs and
+    another initialisation)."""
     from pipeline.demo_reward_model import build_demo_reward_model
 
     sets = {"demo_model.prompts_train": s.seeds * s.pool_prompts_per_seed,
@@ -85,9 +86,9 @@ def reports(root: Path) -> dict:
 
 
 def trained_llm_judge(root: Path) -> Path | None:
-    """The demo's trained LLM judge, or None while the embedded judge is still the demo policy
-    itself (it answers "all 5" to nearly every group, so an arm with it would measure
-    nothing). Resolved from the demo config exactly as ``grpo judge`` resolves it."""
+    """The demo's trained LLM judge, or None when none was built or the judge resolves to the
+    policy itself (an untrained judge answers "all 5" to nearly every group, so an arm with it
+    would measure nothing). Resolved from the demo config exactly as ``grpo judge`` does."""
     from pipeline.resolve import judge_model_dir, resolve_policy
 
     cfg = load_config()
