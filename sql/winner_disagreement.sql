@@ -1,72 +1,24 @@
 -- Groups where the consensus winner is not a source's winner, per source, with how often
 -- the source names no single winner at all.
 --
--- A source's winner is its best candidate by mean score (score sources), best rank
--- (humans) or most reconciled pairwise wins (LLM judges); when several candidates share the
--- best value, the source's winner "agrees" if any of them is a consensus winner. A source
--- that ties everything therefore never disagrees: read differ_rate next to
--- tied_winner_share (groups where the source's best is shared by several candidates) and
--- decided_differ_rate (differ_rate over the groups where the source named one winner).
--- A zero-weight gold verifier that disagrees with the consensus often is the
--- reward-hacking warning sign.
-WITH reconciled AS (
-    SELECT DISTINCT source FROM judgments WHERE view = -1
-),
-multi_view AS (  -- pointwise sources with several views: their scores are averaged first
-    SELECT source FROM judgments
-    WHERE status = 'scored' AND kind IN ('score', 'rank')
-    GROUP BY source HAVING count(DISTINCT view) > 1
-),
-pointwise AS NOT MATERIALIZED (
-    SELECT source, group_id, candidate_id,
-           CASE WHEN kind = 'rank' THEN -value ELSE value END AS s, view
-    FROM judgments
-    WHERE status = 'scored' AND kind IN ('score', 'rank')
-      AND source NOT IN (SELECT source FROM reconciled)
-),
-candidate_s AS (  -- one value per (source, candidate)
-    SELECT source, group_id, candidate_id, s FROM pointwise
-    WHERE source NOT IN (SELECT source FROM multi_view)
-    UNION ALL
-    SELECT source, any_value(group_id), candidate_id, avg(s) FROM pointwise
-    WHERE source IN (SELECT source FROM multi_view)
-    GROUP BY source, candidate_id
-    UNION ALL
-    SELECT source, any_value(group_id), candidate_id, sum(value) FROM (
-        -- each verdict counts for both sides: value for the first, 1 - value for the other
-        SELECT source, group_id,
-               CASE WHEN second THEN opponent_id ELSE candidate_id END AS candidate_id,
-               CASE WHEN second THEN 1 - value ELSE value END AS value
-        FROM judgments, (VALUES (false), (true)) AS side(second)
-        WHERE kind = 'pairwise' AND status = 'scored'
-          AND (view = -1 OR source LIKE 'human:%')
-          -- a side that gets 0 adds nothing: a candidate that never wins is left out, and it
-          -- cannot be the best, since the wins of a group's candidates add up to its pairs
-          AND (CASE WHEN second THEN value < 1 ELSE value > 0 END)
-    ) GROUP BY source, candidate_id
-),
-per_group AS (
-    -- top2: the two best values; winner_s: the best value among consensus winners (rank 0)
-    SELECT source, group_id,
-           max(s, 2)                                                       AS top2,
-           max(s) FILTER (WHERE candidate_id IN (
-               SELECT candidate_id FROM rankings WHERE rank = 0))           AS winner_s
-    FROM candidate_s
-    GROUP BY source, group_id
-),
-flagged AS (
-    SELECT source,
-           winner_s IS DISTINCT FROM top2[1]            AS differs,
-           len(top2) = 2 AND top2[2] = top2[1]          AS tied_winner
-    FROM per_group
-    WHERE group_id IN (SELECT group_id FROM groups)  -- groups ranked so far
-)
+-- A source's winner is the candidate that wins most of its own verdicts (a tie counts
+-- half): its best mean score (score sources), best rank (humans) or most reconciled
+-- pairwise wins (LLM judges). When several candidates share the best, the source's winner
+-- "agrees" if any of them is a consensus winner. A source that ties everything therefore
+-- never disagrees: read differ_rate next to tied_winner_share (groups where the source's
+-- best is shared by several candidates) and decided_differ_rate (differ_rate over the
+-- groups where the source named one winner). A zero-weight gold verifier that disagrees
+-- with the consensus often is the reward-hacking warning sign.
+--
+-- The ranking stage writes these facts per group and source (the source_winners table), so
+-- this reads one row per group and source, not every judgment: a round ranked by an
+-- older version has no rows until `grpo rank` runs on it again.
 SELECT source,
-       count(*)                                          AS groups,
-       sum(differs::INT)                                 AS winner_differs,
-       round(avg(differs::INT), 4)                       AS differ_rate,
-       round(avg(tied_winner::INT), 4)                   AS tied_winner_share,
-       round(avg(differs::INT) FILTER (WHERE NOT tied_winner), 4) AS decided_differ_rate
-FROM flagged
+       count(*)                                              AS groups,
+       sum((NOT agrees)::INT)                                AS winner_differs,
+       round(avg((NOT agrees)::INT), 4)                      AS differ_rate,
+       round(avg((best > 1)::INT), 4)                        AS tied_winner_share,
+       round(avg((NOT agrees)::INT) FILTER (WHERE best = 1), 4) AS decided_differ_rate
+FROM source_winners
 GROUP BY source
 ORDER BY differ_rate DESC, source;

@@ -7,7 +7,8 @@ For a chunk of G groups (P [G, S, k, k] from ``preferences``) and source weights
    not forced away: candidates of one strongly connected component share the mean strength
    of its members and therefore one rank (a tie);
 4. dense ranks, 0 = best; a candidate no weighted source has an opinion on gets -1;
-5. per source: its own cycles (A>B, B>C, C>A) and Kendall tau against every other source;
+5. per source: its own cycles (A>B, B>C, C>A), Kendall tau against every other source and
+   whether its own winner is a consensus winner;
 6. status, first match: intransitive (consensus cycle), contested (mean tau between
    weighted sources below ``contested_below``), unranked (fewer than two ranks) or ok; the
    config's policy for the status sets the group's training weight (unranked: 0).
@@ -30,6 +31,10 @@ Tensor = torch.Tensor
 STATUS_NAMES = np.array(["ok", "contested", "intransitive", "unranked"])
 TIE_TOL = 1e-6  # strengths closer than this are a tie
 MARGIN_TOL = 1e-9
+# Win counts closer than this are equal. They are sums of at most k - 1 verdicts, each a
+# multiple of 0.5 or a mean over a few views, so distinct counts differ by far more, while
+# float32 rounding of the same sum in another order stays far below.
+WINS_TOL = 1e-4
 
 
 def configured_weight(source: str, cfg: RankConfig) -> float:
@@ -67,6 +72,13 @@ class SourceAgreement(NamedTuple):
     tau_decided: Tensor  # (concordant - discordant) / decided
 
 
+class SourceWinners(NamedTuple):
+    """Per group and source [G, S]: the source's own winner against the consensus."""
+    judged: Tensor  # int64: candidates the source has an opinion on (0 = none)
+    best: Tensor  # int64: candidates sharing the source's best win count (>= 2: a tied winner)
+    agrees: Tensor  # bool: one of those is a consensus winner (rank 0)
+
+
 @dataclass
 class ChunkResult:
     theta: Tensor  # [G, k] consensus strength (SCC-averaged)
@@ -80,6 +92,7 @@ class ChunkResult:
     source_3cycles: Tensor  # [G, S]
     agreement: SourceAgreement  # [G, S, S] Kendall tau of every two sources, two ways
     mean_tau: Tensor  # [G] mean tau over pairs of weighted sources; NaN with fewer than two
+    winners: SourceWinners  # [G, S] each source's winner against the consensus winners
 
 
 def dense_rank_desc(score: Tensor, valid: Tensor, tol: float = TIE_TOL) -> Tensor:
@@ -116,6 +129,22 @@ def kendall_tau(p: Tensor) -> SourceAgreement:
     return SourceAgreement(
         torch.where(pairs > 0, concordance / pairs.clamp(min=1), nan), pairs.to(torch.int64),
         decided.to(torch.int64), torch.where(decided > 0, concordance / decided.clamp(min=1), nan))
+
+
+def source_winners(p: Tensor, ranks: Tensor) -> SourceWinners:
+    """p [G, S, k, k], ranks [G, k] -> each source's winner against the consensus.
+
+    A source's winner is the candidate that wins most of its own verdicts (a tie counts
+    half). For a score source that is exactly its best mean score (a higher score beats
+    every candidate a lower one beats, and that one too), for a ranking its best rank, for
+    pairwise verdicts the most wins (Copeland): one rule for every kind of source. When
+    several candidates share the best count the source names no single winner; it agrees if
+    any of them is a consensus winner."""
+    has = (~torch.isnan(p)).any(3)  # [G, S, k]: an opinion on the candidate against another
+    wins = torch.where(has, torch.nansum(p, 3), -torch.inf)
+    top = wins.max(2, keepdim=True).values
+    best = has & (wins >= top - WINS_TOL)
+    return SourceWinners(has.sum(2), best.sum(2), (best & (ranks == 0).unsqueeze(1)).any(2))
 
 
 def merge_chunk(p: Tensor, n_candidates: Tensor, weights: Tensor, cfg: RankConfig,
@@ -173,4 +202,4 @@ def merge_chunk(p: Tensor, n_candidates: Tensor, weights: Tensor, cfg: RankConfi
     weight = by_code[code]
     status = STATUS_NAMES[code.numpy()].tolist()
     return ChunkResult(strength, ranks, status, weight, n_sources, count_3cycles(majority), cyc,
-                       source_cycle, source_3, agreement, mean_tau)
+                       source_cycle, source_3, agreement, mean_tau, source_winners(p, ranks))
