@@ -181,14 +181,17 @@ AGREEMENT = Table(
     key=("group_id", "source_a", "source_b"),
 )
 
-SOURCE_WINNERS = Table(
-    "source_winners", "Per group and source: is the source's own winner a consensus winner? "
-    "A source's winner is the candidate that wins most of its own verdicts (a tie counts half): "
-    "its best mean score, its best rank, or the most reconciled pairwise wins.",
+SOURCE_GROUPS = Table(
+    "source_groups", "Per group and source: the source's ties, and whether its own winner is a "
+    "consensus winner. A source's winner is the candidate that wins most of its own verdicts (a "
+    "tie counts half): its best mean score, its best rank, or the most reconciled pairwise wins.",
+
     (
         ROUND, GROUP_ID,
         _c("source", pa.string(), "a judgment source with an opinion on the group"),
         _c("judged", pa.int32(), "candidates the source has an opinion on"),
+        _c("tied", pa.int32(), "candidates it ties with another of the group: the same mean "
+           "score over views, the same rank, or a tie verdict"),
         _c("best", pa.int32(), "candidates sharing the source's best (2 or more: it names no "
            "single winner)"),
         _c("agrees", pa.bool_(), "one of the source's best candidates is a consensus winner "
@@ -264,7 +267,7 @@ EVAL_SCORES = Table(
 
 TABLES: dict[str, Table] = {t.name: t for t in
                             (PROMPTS, CANDIDATES, JUDGMENTS, RANKINGS, GROUPS, CYCLES, AGREEMENT,
-                             SOURCE_WINNERS, QUARANTINE, EVALS, SUPERSEDED_HUMAN,
+                             SOURCE_GROUPS, QUARANTINE, EVALS, SUPERSEDED_HUMAN,
                              ANNOTATION_EXPORTS)}
 
 

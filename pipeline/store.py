@@ -23,7 +23,7 @@ TABLE_GLOBS: dict[str, str] = {
     "groups": "rounds/*/groups/*.parquet",
     "cycles": "rounds/*/cycles/*.parquet",
     "agreement": "rounds/*/agreement/*.parquet",
-    "source_winners": "rounds/*/source_winners/*.parquet",
+    "source_groups": "rounds/*/source_groups/*.parquet",
     "quarantine": "quarantine/*.parquet",
     "evals": "rounds/*/evals.parquet",
     "superseded_human": "rounds/*/judgments/superseded/human/*.parquet",

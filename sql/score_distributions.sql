@@ -3,10 +3,12 @@
 --
 -- A source with one distinct value carries no ranking signal; compare a reward model's
 -- spread with the verifier's to see how much it resolves. share_exact_ties is the share of
--- a source's candidates whose score equals another candidate's in the same group and view
--- (a listwise judge that gives every candidate 5.0 has 1.0); for reconciled pairwise
--- verdicts (view = -1, LLM judges) it is the share of verdicts that are ties (0.5), and the
--- mean is the share of wins. distinct_values is exact up to 100,000; above that it is a
+-- a source's candidates whose score (its mean over views) equals another candidate's in
+-- the same group, over the ranked groups (a listwise judge that gives every candidate 5.0
+-- has 1.0): the ranking stage counts them into the source_groups table, so this query does
+-- not sort every group's scores again. For reconciled pairwise verdicts (view = -1, LLM
+-- judges) it is the share of verdicts that are ties (0.5), and the mean is the share of
+-- wins. distinct_values is exact up to 100,000; above that it is a
 -- HyperLogLog estimate (within a few percent), which is all a continuous score needs.
 WITH scored AS NOT MATERIALIZED (
     SELECT source, kind, group_id, view, value
@@ -69,26 +71,23 @@ exact_distinct AS (
       AND (source, kind) IN (SELECT source, kind FROM scores WHERE approx_distinct < 100000)
     GROUP BY source, kind
 ),
-score_ties AS (  -- in each group's sorted scores, the ones equal to a neighbour
-    SELECT source, kind,
-           sum(len(list_filter(range(1, len(s) + 1),
-                               lambda i: s[i] = s[i - 1] OR s[i] = s[i + 1]))) AS tied
-    FROM (SELECT source, kind, list_sort(list(value)) AS s FROM scored WHERE kind = 'score'
-          GROUP BY source, kind, group_id, view)
-    GROUP BY source, kind
+score_ties AS (
+    SELECT source, 'score' AS kind, sum(tied) / sum(judged) AS tie_share
+    FROM source_groups
+    GROUP BY source
 ),
 all_sources AS (
     SELECT s.source, s.kind, s.n, s.mean, s.sd, s.min, s.q, s.max,
-           coalesce(d.distinct_values, s.approx_distinct) AS distinct_values, t.tied
+           coalesce(d.distinct_values, s.approx_distinct) AS distinct_values, t.tie_share
     FROM scores s
     LEFT JOIN exact_distinct d USING (source, kind)
     LEFT JOIN score_ties t USING (source, kind)
     UNION ALL
-    SELECT source, kind, n, mean, sd, min, q, max, distinct_values, tied FROM verdicts
+    SELECT source, kind, n, mean, sd, min, q, max, distinct_values, tied / n FROM verdicts
 )
 SELECT source, kind, n, round(mean, 4) AS mean, round(sd, 4) AS sd, round(min, 4) AS min,
        round(q[1], 4) AS p10, round(q[2], 4) AS p50, round(q[3], 4) AS p90,
        round(max, 4) AS max, distinct_values,
-       round(coalesce(tied, 0) / n, 4) AS share_exact_ties
+       round(coalesce(tie_share, 0), 4) AS share_exact_ties
 FROM all_sources
 ORDER BY source, kind;

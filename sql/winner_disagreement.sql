@@ -10,7 +10,7 @@
 -- groups where the source named one winner). A zero-weight gold verifier that disagrees
 -- with the consensus often is the reward-hacking warning sign.
 --
--- The ranking stage writes these facts per group and source (the source_winners table), so
+-- The ranking stage writes these facts per group and source (the source_groups table), so
 -- this reads one row per group and source, not every judgment: a round ranked by an
 -- older version has no rows until `grpo rank` runs on it again.
 SELECT source,
@@ -19,6 +19,6 @@ SELECT source,
        round(avg((NOT agrees)::INT), 4)                      AS differ_rate,
        round(avg((best > 1)::INT), 4)                        AS tied_winner_share,
        round(avg((NOT agrees)::INT) FILTER (WHERE best = 1), 4) AS decided_differ_rate
-FROM source_winners
+FROM source_groups
 GROUP BY source
 ORDER BY differ_rate DESC, source;

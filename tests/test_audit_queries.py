@@ -156,6 +156,7 @@ def test_verdict_distribution_from_counts_equals_duckdbs_own_aggregates():
         con = duckdb.connect()
         con.execute("CREATE TABLE judgments (source VARCHAR, kind VARCHAR, group_id VARCHAR, "
                     "view INT, value DOUBLE, status VARCHAR)")
+        con.execute("CREATE TABLE source_groups (source VARCHAR, judged INT, tied INT)")
         con.executemany("INSERT INTO judgments VALUES ('llm:x', 'pairwise', ?, -1, ?, 'scored')",
                         [(f"g{i % 7}", rng.choice([0.0, 0.5, 1.0])) for i in range(n)])
         got = con.sql(sql).fetchall()[0][2:]

@@ -8,7 +8,7 @@ For a chunk of G groups (P [G, S, k, k] from ``preferences``) and source weights
    of its members and therefore one rank (a tie);
 4. dense ranks, 0 = best; a candidate no weighted source has an opinion on gets -1;
 5. per source: its own cycles (A>B, B>C, C>A), Kendall tau against every other source and
-   whether its own winner is a consensus winner;
+   its ties and whether its own winner is a consensus winner;
 6. status, first match: intransitive (consensus cycle), contested (mean tau between
    weighted sources below ``contested_below``), unranked (fewer than two ranks) or ok; the
    config's policy for the status sets the group's training weight (unranked: 0).
@@ -72,9 +72,10 @@ class SourceAgreement(NamedTuple):
     tau_decided: Tensor  # (concordant - discordant) / decided
 
 
-class SourceWinners(NamedTuple):
-    """Per group and source [G, S]: the source's own winner against the consensus."""
+class SourceSummary(NamedTuple):
+    """Per group and source [G, S]: its ties, and its own winner against the consensus."""
     judged: Tensor  # int64: candidates the source has an opinion on (0 = none)
+    tied: Tensor  # int64: candidates it ties with another (equal mean score, a tie verdict)
     best: Tensor  # int64: candidates sharing the source's best win count (>= 2: a tied winner)
     agrees: Tensor  # bool: one of those is a consensus winner (rank 0)
 
@@ -92,7 +93,7 @@ class ChunkResult:
     source_3cycles: Tensor  # [G, S]
     agreement: SourceAgreement  # [G, S, S] Kendall tau of every two sources, two ways
     mean_tau: Tensor  # [G] mean tau over pairs of weighted sources; NaN with fewer than two
-    winners: SourceWinners  # [G, S] each source's winner against the consensus winners
+    sources: SourceSummary  # [G, S] each source's ties and winner against the consensus
 
 
 def dense_rank_desc(score: Tensor, valid: Tensor, tol: float = TIE_TOL) -> Tensor:
@@ -131,8 +132,8 @@ def kendall_tau(p: Tensor) -> SourceAgreement:
         decided.to(torch.int64), torch.where(decided > 0, concordance / decided.clamp(min=1), nan))
 
 
-def source_winners(p: Tensor, ranks: Tensor) -> SourceWinners:
-    """p [G, S, k, k], ranks [G, k] -> each source's winner against the consensus.
+def summarise_sources(p: Tensor, ranks: Tensor) -> SourceSummary:
+    """p [G, S, k, k], ranks [G, k] -> each source's ties and winner against the consensus.
 
     A source's winner is the candidate that wins most of its own verdicts (a tie counts
     half). For a score source that is exactly its best mean score (a higher score beats
@@ -144,7 +145,9 @@ def source_winners(p: Tensor, ranks: Tensor) -> SourceWinners:
     wins = torch.where(has, torch.nansum(p, 3), -torch.inf)
     top = wins.max(2, keepdim=True).values
     best = has & (wins >= top - WINS_TOL)
-    return SourceWinners(has.sum(2), best.sum(2), (best & (ranks == 0).unsqueeze(1)).any(2))
+    tied = (p == 0.5).any(3)  # NaN compares unequal: no opinion is no tie
+    return SourceSummary(has.sum(2), tied.sum(2), best.sum(2),
+                         (best & (ranks == 0).unsqueeze(1)).any(2))
 
 
 def merge_chunk(p: Tensor, n_candidates: Tensor, weights: Tensor, cfg: RankConfig,
@@ -202,4 +205,4 @@ def merge_chunk(p: Tensor, n_candidates: Tensor, weights: Tensor, cfg: RankConfi
     weight = by_code[code]
     status = STATUS_NAMES[code.numpy()].tolist()
     return ChunkResult(strength, ranks, status, weight, n_sources, count_3cycles(majority), cyc,
-                       source_cycle, source_3, agreement, mean_tau, source_winners(p, ranks))
+                       source_cycle, source_3, agreement, mean_tau, summarise_sources(p, ranks))

@@ -3,7 +3,7 @@
 A round is ranked one batch of whole groups at a time (``inputs``), the next batch read in a
 thread while this one is merged, and the tables are streamed to disk: memory is bounded by
 the batch, not by the round. Writes ``rankings``, ``groups``, ``cycles``, ``agreement`` and
-``source_winners`` (one file each per round, each replaced atomically when the round is done,
+``source_groups`` (one file each per round, each replaced atomically when the round is done,
 rows in group-id order) and ``source_weights.json`` (the weights used, estimated ones with
 the agreement they came from). Optionally, weights are estimated from agreement with a
 trusted source: w = clip(log(acc / (1 - acc)), 0, 5), the log-odds a source's vote carries
@@ -32,11 +32,11 @@ from pipeline.config import RankConfig
 from pipeline.consensus.inputs import Batch, RoundInputs, plan_round
 from pipeline.consensus.merge import merge_chunk, source_weights
 from pipeline.consensus.preferences import PreferenceData, build_preferences
-from pipeline.schema import AGREEMENT, CYCLES, GROUPS, RANKINGS, SOURCE_WINNERS
+from pipeline.schema import AGREEMENT, CYCLES, GROUPS, RANKINGS, SOURCE_GROUPS
 from pipeline.store import round_dir
 
 OUTPUTS = {"rankings": RANKINGS, "groups": GROUPS, "cycles": CYCLES, "agreement": AGREEMENT,
-           "source_winners": SOURCE_WINNERS}
+           "source_groups": SOURCE_GROUPS}
 
 
 @dataclass
@@ -109,7 +109,7 @@ def rank_round(workdir: Path, round_: int, cfg: RankConfig,
                 write["groups"](_groups(data, lo, hi, res))
                 write["cycles"](_cycles(data, lo, hi, res))
                 write["agreement"](_agreement(data, lo, hi, res))
-                write["source_winners"](_source_winners(data, lo, hi, res))
+                write["source_groups"](_source_groups(data, lo, hi, res))
     report = {"weights": dict(zip(inputs.sources, map(float, w), strict=True)),
               "estimated_from": cfg.estimate_weights_from or None, "estimates": estimated}
     write_text_atomic(json.dumps(report, indent=2), rdir / "source_weights.json")
@@ -217,16 +217,17 @@ def _agreement(data, lo, hi, res) -> pa.Table:
                                 mask=pick["decided"] == 0)})
 
 
-def _source_winners(data, lo, hi, res) -> pa.Table:
+def _source_groups(data, lo, hi, res) -> pa.Table:
     """One row per (group, source with an opinion on it), group by group, sources in order:
-    the facts ``sql/winner_disagreement.sql`` aggregates, so that it reads millions of rows
-    rather than every judgment of the round."""
-    w = res.winners
+    the facts ``sql/winner_disagreement.sql`` and ``score_distributions.sql`` aggregate, so
+    that they read millions of rows rather than every judgment of the round."""
+    w = res.sources
     g_rows, s_cols = np.nonzero(w.judged.numpy() > 0)
     return pa.table({
         "round": pa.array(data.rounds[lo:hi][g_rows], pa.int32()),
         "group_id": _take(data.group_ids, lo + g_rows),
         "source": _take(pa.array(data.sources, pa.string()), s_cols),
         "judged": pa.array(w.judged.numpy()[g_rows, s_cols], pa.int32()),
+        "tied": pa.array(w.tied.numpy()[g_rows, s_cols], pa.int32()),
         "best": pa.array(w.best.numpy()[g_rows, s_cols], pa.int32()),
         "agrees": pa.array(w.agrees.numpy()[g_rows, s_cols], pa.bool_())})

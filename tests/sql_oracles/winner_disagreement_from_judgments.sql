@@ -1,5 +1,5 @@
--- Oracle for tests/test_source_winners.py: sql/winner_disagreement.sql as it was before the
--- ranking stage wrote the source_winners table, computed straight from every judgment row
+-- Oracle for tests/test_source_groups.py: sql/winner_disagreement.sql as it was before the
+-- ranking stage wrote the source_groups table, computed straight from every judgment row
 -- (13 s on a 1M-group catalog, hence the table). Kept to check the table against it.
 WITH reconciled AS (
     SELECT DISTINCT source FROM judgments WHERE view = -1

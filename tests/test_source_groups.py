@@ -1,5 +1,6 @@
-"""Each source's winner against the consensus: the ranking stage's ``source_winners`` table
-and the audit query over it, checked against the query computed from every judgment row."""
+"""Each source's ties and winner against the consensus: the ranking stage's ``source_groups``
+table and the audit queries over it, checked against the queries computed from every
+judgment row."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from pipeline.audit import run_query
 from pipeline.catalog import rebuild
 from pipeline.config import load_config
-from pipeline.consensus.merge import source_winners
+from pipeline.consensus.merge import summarise_sources
 from pipeline.consensus.stage import rank_round
 from tests.judge_helpers import write_round
 from tests.test_consensus_stage import _judgments, _pair, _scores
@@ -39,8 +40,9 @@ def test_a_sources_winner_is_its_best_score_tied_best_or_most_pairwise_wins():
         cyc[i, j], cyc[j, i] = 1.0, 0.0
     p = torch.cat([p, cyc.unsqueeze(0)]).unsqueeze(0)  # [1, 6, 4, 4]
     ranks = torch.tensor([[1, 0, 2, 3]])  # consensus winner: candidate 1
-    w = source_winners(p, ranks)
+    w = summarise_sources(p, ranks)
     assert w.judged[0].tolist() == [4, 4, 2, 0, 4, 4]
+    assert w.tied[0].tolist() == [0, 2, 0, 0, 4, 0]
     assert w.best[0].tolist() == [1, 2, 1, 0, 4, 3]
     assert w.agrees[0].tolist() == [True, True, False, False, True, True]
 
@@ -84,3 +86,22 @@ def test_winner_disagreement_from_the_table_equals_the_query_over_every_judgment
         # The random judges really do differ from the consensus and tie their best.
         assert any(r["winner_differs"] > 0 for r in fast)
         assert any(r["tied_winner_share"] > 0 for r in fast)
+
+
+def test_score_distributions_from_the_table_equal_the_query_over_every_judgment(tmp_path):
+    """Identical for every single-view source; a source scored in several views has its ties
+    counted on the mean score now (the ranking's view of it), per view before."""
+    for seed in range(2):
+        workdir = tmp_path / f"s{seed}"
+        _random_round(workdir, seed)
+        fast = {r["source"]: r for r in run_query(workdir, "score_distributions").to_pylist()}
+        oracle = {r["source"]: r for r in run_query(
+            workdir, "score_distributions_from_judgments", sql_dir=ORACLES).to_pylist()}
+        assert fast.keys() == oracle.keys() == {"rm:a", "rm:gap", "llm:list", "verifier:t",
+                                                "llm:pw"}
+        for source in ("rm:a", "rm:gap", "verifier:t", "llm:pw"):
+            assert fast[source] == oracle[source], source
+        assert 0 < fast["rm:a"]["share_exact_ties"] < 1  # the check is not vacuous
+        assert fast["rm:gap"]["share_exact_ties"] == 0.0
+        multi = {k: v for k, v in fast["llm:list"].items() if k != "share_exact_ties"}
+        assert multi == {k: v for k, v in oracle["llm:list"].items() if k != "share_exact_ties"}
