@@ -44,6 +44,33 @@ def test_duplicate_keys_are_rejected():
         validate(t, CANDIDATES)
 
 
+def test_duplicate_key_count_agrees_with_arrows_group_by():
+    """The check hashes keys with polars; Arrow's own group_by is the reference."""
+    import ast
+    import random
+
+    from pipeline.schema import AGREEMENT
+
+    rng = random.Random(0)
+    for trial in range(20):
+        rows = [{"round": 0, "group_id": f"g{rng.randint(0, 30)}",
+                 "source_a": rng.choice(["a", "b"]), "source_b": rng.choice(["c", "d"]),
+                 "pairs": 1, "tau": 0.0, "decided_pairs": 1, "tau_decided": 0.0}
+                for _ in range(rng.randint(1, 60))]
+        t = pa.Table.from_pylist(rows, AGREEMENT.arrow_schema)
+        key = list(AGREEMENT.key)
+        counts = t.group_by(key).aggregate([([], "count_all")])
+        want = sum(c > 1 for c in counts["count_all"].to_pylist())
+        if not want:
+            assert validate(t, AGREEMENT).num_rows == len(rows)
+            continue
+        with pytest.raises(SchemaError, match=rf"{want} duplicate key\(s\)") as err:
+            validate(t, AGREEMENT)
+        example = ast.literal_eval(str(err.value).split("e.g. ")[1])
+        match = [r for r in rows if all(r[k] == example[k] for k in key)]
+        assert len(match) > 1, trial
+
+
 def test_every_table_has_an_empty_form_and_docs():
     text = describe()
     for name, spec in TABLES.items():
