@@ -1,87 +1,14 @@
--- Oracle for tests/test_source_groups.py: sql/score_distributions.sql as it was before the
--- ranking stage counted ties into the source_groups table, sorting every group's scores
--- per view (8 s on a 1M-group catalog, hence the table). Kept to check the table against it.
-WITH scored AS NOT MATERIALIZED (
-    SELECT source, kind, group_id, view, value
-    FROM judgments
-    WHERE status = 'scored' AND (kind = 'score' OR view = -1)
-),
-scores AS (
-    SELECT
-        source, kind,
-        count(*)                                  AS n,
-        avg(value)                                AS mean,
-        stddev_pop(value)                         AS sd,
-        min(value)                                AS min,
-        quantile_cont(value, [0.1, 0.5, 0.9])     AS q,  -- one pass for all three
-        max(value)                                AS max,
-        approx_count_distinct(value)              AS approx_distinct
-    FROM scored
-    WHERE kind = 'score'
-    GROUP BY source, kind
-),
--- Reconciled verdicts take three values (0, 0.5, 1): their distribution is read exactly from
--- a count per value instead of from tens of millions of rows. value_at(r) is the value at
--- 0-based rank r of the sorted verdicts, the first whose running count exceeds r.
-verdict_counts AS (
-    SELECT source, kind, value, count(*) AS c
-    FROM scored
-    WHERE kind = 'pairwise'
-    GROUP BY source, kind, value
-),
-verdict_ranks AS (
-    SELECT *, sum(c) OVER (PARTITION BY source, kind ORDER BY value) AS below_next,
-           sum(c) OVER (PARTITION BY source, kind) AS n
-    FROM verdict_counts
-),
-verdict_quantiles AS (  -- quantile_cont: between ranks floor(h) and floor(h) + 1, h = (n - 1) p
-    SELECT source, kind, p, any_value(h) - floor(any_value(h)) AS frac,
-           min(value) FILTER (WHERE below_next > floor(h))     AS lo,
-           min(value) FILTER (WHERE below_next > floor(h) + 1) AS hi
-    FROM verdict_ranks, (SELECT unnest([0.1, 0.5, 0.9]) AS p),
-         LATERAL (SELECT (n - 1) * p AS h)
-    GROUP BY source, kind, p
-),
-verdicts AS (
-    SELECT v.source, v.kind, any_value(v.n) AS n,
-           sum(v.value * v.c) / any_value(v.n) AS mean,
-           sqrt(greatest(sum(v.c * v.value * v.value) / any_value(v.n)
-                         - pow(sum(v.value * v.c) / any_value(v.n), 2), 0)) AS sd,
-           min(v.value) AS min,
-           (SELECT list(lo + frac * (coalesce(hi, lo) - lo) ORDER BY p) FROM verdict_quantiles q
-             WHERE q.source = v.source AND q.kind = v.kind) AS q,
-           max(v.value) AS max, count(*) AS distinct_values,
-           sum(v.c) FILTER (WHERE v.value = 0.5) AS tied
-    FROM verdict_ranks v
-    GROUP BY v.source, v.kind
-),
-exact_distinct AS (
-    SELECT source, kind, count(DISTINCT value) AS distinct_values
-    FROM scored
-    WHERE kind = 'score'
-      AND (source, kind) IN (SELECT source, kind FROM scores WHERE approx_distinct < 100000)
-    GROUP BY source, kind
-),
-score_ties AS (  -- in each group's sorted scores, the ones equal to a neighbour
-    SELECT source, kind,
-           sum(len(list_filter(range(1, len(s) + 1),
-                               lambda i: s[i] = s[i - 1] OR s[i] = s[i + 1]))) AS tied
-    FROM (SELECT source, kind, list_sort(list(value)) AS s FROM scored WHERE kind = 'score'
-          GROUP BY source, kind, group_id, view)
-    GROUP BY source, kind
-),
-all_sources AS (
-    SELECT s.source, s.kind, s.n, s.mean, s.sd, s.min, s.q, s.max,
-           coalesce(d.distinct_values, s.approx_distinct) AS distinct_values, t.tied
-    FROM scores s
-    LEFT JOIN exact_distinct d USING (source, kind)
-    LEFT JOIN score_ties t USING (source, kind)
-    UNION ALL
-    SELECT source, kind, n, mean, sd, min, q, max, distinct_values, tied FROM verdicts
-)
-SELECT source, kind, n, round(mean, 4) AS mean, round(sd, 4) AS sd, round(min, 4) AS min,
-       round(q[1], 4) AS p10, round(q[2], 4) AS p50, round(q[3], 4) AS p90,
-       round(max, 4) AS max, distinct_values,
-       round(coalesce(tied, 0) / n, 4) AS share_exact_ties
-FROM all_sources
-ORDER BY source, kind;
+-- Oracle for tests/test_source_groups.py: share_exact_ties of sql/score_distributions.sql as
+-- it was computed before the ranking stage counted ties into the source_groups table, by
+-- sorting every group's scores per view (8 s on a 1M-group catalog, hence the table): the
+-- share of a score source's candidates equal to a neighbour in their group's sorted scores.
+SELECT source,
+       round(sum(len(list_filter(range(1, len(s) + 1),
+                                 lambda i: s[i] = s[i - 1] OR s[i] = s[i + 1])))
+             / sum(len(s)), 4) AS share_exact_ties
+FROM (SELECT source, list_sort(list(value)) AS s
+      FROM judgments
+      WHERE status = 'scored' AND kind = 'score'
+      GROUP BY source, group_id, view)
+GROUP BY source
+ORDER BY source;
