@@ -189,10 +189,12 @@ SOURCE_GROUPS = Table(
 
     (
         ROUND, GROUP_ID,
-        _c("source", pa.string(), "a judgment source with an opinion on the group"),
+        _c("source", pa.string(), "a judgment source that compares at least two of the "
+           "group's candidates"),
         _c("judged", pa.int32(), "candidates the source has an opinion on"),
         _c("tied", pa.int32(), "candidates it ties with another of the group: the same mean "
-           "score over views, the same rank, or a tie verdict"),
+           "score over views (in float32, as the ranking compares them), the same rank, or a "
+           "tie verdict"),
         _c("best", pa.int32(), "candidates sharing the source's best (2 or more: it names no "
            "single winner)"),
         _c("agrees", pa.bool_(), "one of the source's best candidates is a consensus winner "

@@ -4,12 +4,15 @@
 -- A source with one distinct value carries no ranking signal; compare a reward model's
 -- spread with the verifier's to see how much it resolves. share_exact_ties is the share of
 -- a source's candidates whose score (its mean over views) equals another candidate's in
--- the same group, over the ranked groups (a listwise judge that gives every candidate 5.0
--- has 1.0): the ranking stage counts them into the source_groups table, so this query does
--- not sort every group's scores again. For reconciled pairwise verdicts (view = -1, LLM
--- judges) it is the share of verdicts that are ties (0.5), and the mean is the share of
--- wins. distinct_values is exact up to 100,000; above that it is a
--- HyperLogLog estimate (within a few percent), which is all a continuous score needs.
+-- the same group (a listwise judge that gives every candidate 5.0 has 1.0), equal as the
+-- ranking compares them (in float32), over the groups `grpo rank` has ranked and in which
+-- the source compares at least two candidates: the ranking stage counts them into the
+-- source_groups table, so this query does not sort every group's scores again. It is null
+-- for a source with no ranked group (a round not ranked yet, or ranked by a version before
+-- that table; a source the ranking left out). For reconciled pairwise verdicts (view = -1,
+-- LLM judges) it is the share of verdicts that are ties (0.5), and the mean is the share
+-- of wins. distinct_values is exact up to 100,000; above that it is a HyperLogLog estimate
+-- (within a few percent), which is all a continuous score needs.
 WITH scored AS NOT MATERIALIZED (
     SELECT source, kind, group_id, view, value
     FROM judgments
@@ -71,9 +74,10 @@ exact_distinct AS (
       AND (source, kind) IN (SELECT source, kind FROM scores WHERE approx_distinct < 100000)
     GROUP BY source, kind
 ),
-score_ties AS (
+score_ties AS (  -- a source with reconciled verdicts: its ties are those of its verdicts
     SELECT source, 'score' AS kind, sum(tied) / sum(judged) AS tie_share
     FROM source_groups
+    WHERE source NOT IN (SELECT source FROM verdict_counts)
     GROUP BY source
 ),
 all_sources AS (
@@ -83,11 +87,11 @@ all_sources AS (
     LEFT JOIN exact_distinct d USING (source, kind)
     LEFT JOIN score_ties t USING (source, kind)
     UNION ALL
-    SELECT source, kind, n, mean, sd, min, q, max, distinct_values, tied / n FROM verdicts
+    SELECT source, kind, n, mean, sd, min, q, max, distinct_values, coalesce(tied, 0) / n FROM verdicts
 )
 SELECT source, kind, n, round(mean, 4) AS mean, round(sd, 4) AS sd, round(min, 4) AS min,
        round(q[1], 4) AS p10, round(q[2], 4) AS p50, round(q[3], 4) AS p90,
        round(max, 4) AS max, distinct_values,
-       round(coalesce(tie_share, 0), 4) AS share_exact_ties
+       round(tie_share, 4) AS share_exact_ties
 FROM all_sources
 ORDER BY source, kind;

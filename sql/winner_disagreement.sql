@@ -11,8 +11,11 @@
 -- with the consensus often is the reward-hacking warning sign.
 --
 -- The ranking stage writes these facts per group and source (the source_groups table), so
--- this reads one row per group and source, not every judgment: a round ranked by an
--- older version has no rows until `grpo rank` runs on it again.
+-- this reads one row per group and source, not every judgment. It therefore covers the
+-- groups and sources `grpo rank` ranked, as they were then: groups where the source compares
+-- at least two candidates (scores equal in float32 are a tie, as the ranking compares
+-- them), human pairwise verdicts in several views averaged per pair; a round ranked by a
+-- version before that table has no rows until `grpo rank` runs on it again.
 SELECT source,
        count(*)                                              AS groups,
        sum((NOT agrees)::INT)                                AS winner_differs,

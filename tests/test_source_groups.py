@@ -65,7 +65,9 @@ def _random_round(tmp_path, seed: int, groups: int = 40, k: int = 5):
         if g % 2:
             rows += [{**r, "kind": "rank", "source": "human:ann"}
                      for r in _scores(g, "human:ann", [rng.randint(1, 4) for _ in range(k)])]
-        rows += [_pair(g, "llm:pw", i, j, rng.choice([0.0, 0.5, 1.0]))
+        # Some verdicts failed: uneven coverage, so a win count is not a win rate.
+        rows += [{**_pair(g, "llm:pw", i, j, rng.choice([0.0, 0.5, 1.0])),
+                  "status": "failed" if rng.random() < 0.25 else "scored"}
                  for i in range(k) for j in range(i + 1, k)]
     _judgments(tmp_path, rows)
     rank_round(tmp_path, 0, load_config(overrides={
@@ -103,3 +105,29 @@ def test_score_tie_shares_from_the_table_equal_the_ones_sorted_from_every_judgme
             assert fast[source] == oracle[source], source
         assert 0 < fast["rm:a"] < 1 and 0 < fast["verifier:t"] < 1  # not vacuous
         assert fast["rm:gap"] == 0.0
+
+
+def test_a_candidate_only_the_zero_weight_verifier_judged_is_excluded_and_never_a_winner(
+        tmp_path):
+    write_round(tmp_path, ["ok"], k=3)
+    _judgments(tmp_path, _scores(0, "rm:a", [1.0, 2.0]) + _scores(0, "verifier:t", [0, 0, 1]))
+    rank_round(tmp_path, 0, load_config(overrides={"rank.weights": ["verifier:*=0"]}).rank)
+    rebuild(tmp_path)
+    fast = {r["source"]: r for r in run_query(tmp_path, "winner_disagreement").to_pylist()}
+    oracle = {r["source"]: r for r in run_query(
+        tmp_path, "winner_disagreement_from_judgments", sql_dir=ORACLES).to_pylist()}
+    assert fast == oracle
+    assert fast["verifier:t"]["winner_differs"] == 1  # its best (2) has no consensus rank
+    assert fast["rm:a"]["winner_differs"] == 0
+
+
+def test_score_tie_share_is_null_until_the_round_is_ranked(tmp_path):
+    write_round(tmp_path, ["ok"], k=3)
+    _judgments(tmp_path, _scores(0, "llm:lazy", [5.0, 5.0, 5.0]))
+    rebuild(tmp_path)
+    before = run_query(tmp_path, "score_distributions").to_pylist()
+    assert [r["share_exact_ties"] for r in before] == [None]  # unknown, not "no ties"
+    rank_round(tmp_path, 0, load_config().rank)
+    rebuild(tmp_path)  # as `grpo rank` does: the new table's files join the catalog
+    after = run_query(tmp_path, "score_distributions").to_pylist()
+    assert [r["share_exact_ties"] for r in after] == [1.0]
