@@ -186,7 +186,6 @@ SOURCE_GROUPS = Table(
     "source_groups", "Per group and source: the source's ties, and whether its own winner is a "
     "consensus winner. A source's winner is the candidate that wins most of its own verdicts (a "
     "tie counts half): its best mean score, its best rank, or the most reconciled pairwise wins.",
-
     (
         ROUND, GROUP_ID,
         _c("source", pa.string(), "a judgment source that compares at least two of the "

@@ -63,7 +63,7 @@ verdicts AS (
            (SELECT list(lo + frac * (coalesce(hi, lo) - lo) ORDER BY p) FROM verdict_quantiles q
              WHERE q.source = v.source AND q.kind = v.kind) AS q,
            max(v.value) AS max, count(*) AS distinct_values,
-           sum(v.c) FILTER (WHERE v.value = 0.5) AS tied
+           coalesce(sum(v.c) FILTER (WHERE v.value = 0.5), 0) / any_value(v.n) AS tie_share
     FROM verdict_ranks v
     GROUP BY v.source, v.kind
 ),
@@ -87,7 +87,7 @@ all_sources AS (
     LEFT JOIN exact_distinct d USING (source, kind)
     LEFT JOIN score_ties t USING (source, kind)
     UNION ALL
-    SELECT source, kind, n, mean, sd, min, q, max, distinct_values, coalesce(tied, 0) / n FROM verdicts
+    SELECT source, kind, n, mean, sd, min, q, max, distinct_values, tie_share FROM verdicts
 )
 SELECT source, kind, n, round(mean, 4) AS mean, round(sd, 4) AS sd, round(min, 4) AS min,
        round(q[1], 4) AS p10, round(q[2], 4) AS p50, round(q[3], 4) AS p90,

@@ -40,7 +40,7 @@ def test_a_sources_winner_is_its_best_score_tied_best_or_most_pairwise_wins():
         cyc[i, j], cyc[j, i] = 1.0, 0.0
     p = torch.cat([p, cyc.unsqueeze(0)]).unsqueeze(0)  # [1, 6, 4, 4]
     ranks = torch.tensor([[1, 0, 2, 3]])  # consensus winner: candidate 1
-    w = summarise_sources(p, ranks)
+    w = summarise_sources(torch.nan_to_num(p), ~torch.isnan(p), ranks)
     assert w.judged[0].tolist() == [4, 4, 2, 0, 4, 4]
     assert w.tied[0].tolist() == [0, 2, 0, 0, 4, 0]
     assert w.best[0].tolist() == [1, 2, 1, 0, 4, 3]

@@ -132,8 +132,9 @@ def kendall_tau(p: Tensor) -> SourceAgreement:
         decided.to(torch.int64), torch.where(decided > 0, concordance / decided.clamp(min=1), nan))
 
 
-def summarise_sources(p: Tensor, ranks: Tensor) -> SourceSummary:
-    """p [G, S, k, k], ranks [G, k] -> each source's ties and winner against the consensus.
+def summarise_sources(pz: Tensor, opinion: Tensor, ranks: Tensor) -> SourceSummary:
+    """P with NaN as 0 and where it is not NaN (both [G, S, k, k], as ``merge_chunk`` already
+    holds them), ranks [G, k] -> each source's ties and winner against the consensus.
 
     A source's winner is the candidate that wins most of its own verdicts (a tie counts
     half). For a score source that is exactly its best mean score (a higher score beats
@@ -141,11 +142,11 @@ def summarise_sources(p: Tensor, ranks: Tensor) -> SourceSummary:
     pairwise verdicts the most wins (Copeland): one rule for every kind of source. When
     several candidates share the best count the source names no single winner; it agrees if
     any of them is a consensus winner."""
-    has = (~torch.isnan(p)).any(3)  # [G, S, k]: an opinion on the candidate against another
-    wins = torch.where(has, torch.nansum(p, 3), -torch.inf)
+    has = opinion.any(3)  # [G, S, k]: an opinion on the candidate against another
+    wins = torch.where(has, pz.sum(3), -torch.inf)
     top = wins.max(2, keepdim=True).values
     best = has & (wins >= top - WINS_TOL)
-    tied = (p == 0.5).any(3)  # NaN compares unequal: no opinion is no tie
+    tied = (pz == 0.5).any(3)  # no opinion is 0 in pz: no tie
     return SourceSummary(has.sum(2), tied.sum(2), best.sum(2),
                          (best & (ranks == 0).unsqueeze(1)).any(2))
 
@@ -205,4 +206,5 @@ def merge_chunk(p: Tensor, n_candidates: Tensor, weights: Tensor, cfg: RankConfi
     weight = by_code[code]
     status = STATUS_NAMES[code.numpy()].tolist()
     return ChunkResult(strength, ranks, status, weight, n_sources, count_3cycles(majority), cyc,
-                       source_cycle, source_3, agreement, mean_tau, summarise_sources(p, ranks))
+                       source_cycle, source_3, agreement, mean_tau,
+                       summarise_sources(pz, opinion, ranks))

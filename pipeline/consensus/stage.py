@@ -222,12 +222,13 @@ def _source_groups(data, lo, hi, res) -> pa.Table:
     the facts ``sql/winner_disagreement.sql`` and ``score_distributions.sql`` aggregate, so
     that they read millions of rows rather than every judgment of the round."""
     w = res.sources
-    g_rows, s_cols = np.nonzero(w.judged.numpy() > 0)
+    judged = w.judged.numpy()
+    g_rows, s_cols = np.nonzero(judged > 0)
     return pa.table({
         "round": pa.array(data.rounds[lo:hi][g_rows], pa.int32()),
         "group_id": _take(data.group_ids, lo + g_rows),
         "source": _take(pa.array(data.sources, pa.string()), s_cols),
-        "judged": pa.array(w.judged.numpy()[g_rows, s_cols], pa.int32()),
+        "judged": pa.array(judged[g_rows, s_cols], pa.int32()),
         "tied": pa.array(w.tied.numpy()[g_rows, s_cols], pa.int32()),
         "best": pa.array(w.best.numpy()[g_rows, s_cols], pa.int32()),
         "agrees": pa.array(w.agrees.numpy()[g_rows, s_cols], pa.bool_())})
