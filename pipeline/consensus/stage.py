@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from pipeline.allocation import reuse_freed_pages
 from pipeline.atomic import parquet_writer_atomic, write_text_atomic
 from pipeline.config import RankConfig
 from pipeline.consensus.inputs import Batch, RoundInputs, plan_round
@@ -76,6 +77,7 @@ def estimate_weights(inputs: RoundInputs, trusted_glob: str, chunk: int) -> dict
     return out
 
 
+@reuse_freed_pages()  # large arrays per chunk: see ``pipeline.allocation``
 def rank_round(workdir: Path, round_: int, cfg: RankConfig,
                judgment_files: list[Path] | None = None,
                zero_weight: list[str] | tuple[str, ...] = ()) -> RankSummary:
