@@ -253,9 +253,11 @@ class RankConfig(Section):
     intransitive: GroupPolicy = Field("downweight", description="groups with consensus cycles")
     contested: GroupPolicy = "downweight"
     downweight: float = Field(0.5, ge=0, le=1, description="weight the downweight policy gives")
-    # 25k, not more: a chunk's largest tensors then stay under glibc's 32 MiB limit for
-    # reusing freed memory, so chunks do not fault fresh pages in (measured 1.1-1.25x faster
-    # than 50k at 250k groups, 20% less peak RSS; results do not depend on it).
+    # 25k, not more: a chunk's largest tensor (groups x sources x k x k float32, 19 MB at k=8
+    # with 3 sources) then stays under glibc's 32 MiB limit for reusing freed memory, so
+    # chunks do not fault fresh pages in (measured 1.1-1.25x faster than 50k at 250k groups,
+    # 20% less peak RSS; results do not depend on it). Also the size of a read batch (whole
+    # candidate shards of about this many groups).
     chunk_groups: int = Field(25_000, ge=1, description="groups merged per vectorised chunk")
 
     @field_validator("weights")
