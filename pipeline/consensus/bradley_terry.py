@@ -17,9 +17,9 @@ default tol = 1e-5 leaves about 1e-10 (measured: at most 6e-11 from running on t
 up to 5 from 100 sources), and saves the last step, an eighth of the work. The ranks built
 on theta (float32, ties within ``TIE_TOL``) are the same as with a tighter tol except where
 two strengths differ by TIE_TOL to within one float32 step: a reviewer found 3 such groups
-in 800,000 constructed near-ties, none in 36,000 realistic ones. Any tolerance has that edge. The
-naive twin, on full matrices with a shared stopping rule, is ``fit_bradley_terry_naive``;
-``tests/test_consensus_math.py`` checks that they agree.
+in 800,000 constructed near-ties, none in 36,000 realistic ones. Any tolerance has that
+edge. The naive twin, on full matrices with a shared stopping rule, is
+``fit_bradley_terry_naive``; ``tests/test_consensus_math.py`` checks that they agree.
 """
 
 from __future__ import annotations
