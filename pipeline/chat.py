@@ -13,12 +13,34 @@ a Jinja template file.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from pipeline.config import ConfigError, stable_hash
 from pipeline.fingerprints import file_sha256
 
 Messages = list[dict[str, str]]
+
+# A tokenizer's files, as Hugging Face tokenizers of every kind save them.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "added_tokens.json", "vocab.json", "vocab.txt", "merges.txt",
+                   "tokenizer.model", "spiece.model", "sentencepiece.bpe.model",
+                   "chat_template.jinja", "chat_template.json")
+
+
+def copy_tokenizer_files(src: Path, dst: Path) -> list[str]:
+    """Copy ``src``'s tokenizer files into ``dst`` byte for byte; the names copied.
+
+    A trained policy keeps its base's tokenizer exactly. Loading and re-saving it through
+    transformers does not: transformers 5 rebuilds a tokenizer from its model type's class
+    (a Qwen2 model's BPE file comes back with an NFC normalizer and an unk token), so the
+    next round would tokenise with another tokenizer than the one the round began with."""
+    copied = []
+    for name in TOKENIZER_FILES:
+        if (Path(src) / name).is_file():
+            shutil.copy2(Path(src) / name, Path(dst) / name)
+            copied.append(name)
+    return copied
 
 
 class PromptRenderer:

@@ -58,6 +58,8 @@ def test_lora_adapter_and_merged_model_served_by_vllm(ranked_store, tmp_path, de
         (base / "generation_config.json").read_text()
     tok = AutoTokenizer.from_pretrained(out)
     assert tok.chat_template == AutoTokenizer.from_pretrained(base).chat_template
+    for name in ("tokenizer.json", "tokenizer_config.json"):  # as they were, not re-saved
+        assert (out / name).read_bytes() == (base / name).read_bytes()
     assert not (out / "adapter_config.json").exists()
 
     # Merged weights compute what base + adapter computes (to bf16 rounding), and training

@@ -154,7 +154,7 @@ def train(cfg: Config, workdir: Path, rounds: list[int], policy_dir: Path, ref_d
     clock.lap("setup")  # loading the policy and preparing it count as setup
     losses = run_epochs(run, ctx, optim, sched, position, show_progress)
     clock.lap("steps")
-    save_trained(acc, model, run.tokenizer, cfg, run.output_dir)
+    save_trained(acc, model, run.tokenizer, cfg, policy_dir, run.output_dir)
     # Free the training model before the merge loads the base again (accelerate keeps
     # references to what it prepared; the reference closure holds the model too).
     del model, optim, sched, ctx, reference

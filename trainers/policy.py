@@ -13,12 +13,12 @@ DeepSpeed training.
 from __future__ import annotations
 
 import gc
-import shutil
 from pathlib import Path
 
 import torch
 
 from pipeline.atomic import atomic_dir
+from pipeline.chat import copy_tokenizer_files
 from pipeline.config import Config, TrainConfig
 
 
@@ -75,9 +75,11 @@ def load_policy(policy_dir: Path, t: TrainConfig, device_index: int = 0):
     return model
 
 
-def save_trained(accelerator, model, tokenizer, cfg: Config, output_dir: Path) -> None:
+def save_trained(accelerator, model, tokenizer, cfg: Config, policy_dir: Path,
+                 output_dir: Path) -> None:
     """Full fine-tuning: the model at OUTPUT. LoRA: the adapter at OUTPUT.adapter (the merge
-    is ``save_merged``, run after the training model is freed). Called on every process:
+    is ``save_merged``, run after the training model is freed). Either way with the policy's
+    tokenizer files as they were (``copy_tokenizer_files``). Called on every process:
     ``get_state_dict`` gathers sharded weights (FSDP, DeepSpeed ZeRO-3)."""
     state = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
@@ -88,7 +90,8 @@ def save_trained(accelerator, model, tokenizer, cfg: Config, output_dir: Path) -
                 unwrapped.save_pretrained(tmp, state_dict=state)
             else:
                 unwrapped.save_pretrained(tmp, state_dict=state, save_function=accelerator.save)
-            tokenizer.save_pretrained(tmp)
+            if not copy_tokenizer_files(policy_dir, tmp):  # the tokenizer lives elsewhere
+                tokenizer.save_pretrained(tmp)
             (tmp / "train.config.toml").write_text(cfg.to_toml())
     accelerator.wait_for_everyone()
 
@@ -105,8 +108,6 @@ def save_merged(policy_dir: Path, output_dir: Path, cfg: Config) -> None:
     merged = merged.to(saved_dtype(policy_dir))
     with atomic_dir(output_dir) as tmp:
         merged.save_pretrained(tmp)  # generation_config.json comes along with the model
-        AutoTokenizer.from_pretrained(policy_dir).save_pretrained(tmp)
-        for extra in ("chat_template.jinja", "chat_template.json"):
-            if (Path(policy_dir) / extra).is_file() and not (tmp / extra).exists():
-                shutil.copy2(Path(policy_dir) / extra, tmp / extra)
+        if not copy_tokenizer_files(policy_dir, tmp):
+            AutoTokenizer.from_pretrained(policy_dir).save_pretrained(tmp)
         (tmp / "train.config.toml").write_text(cfg.to_toml())
