@@ -387,6 +387,12 @@ def _print_summary(result: dict) -> None:
     console.print(table)
     for note in result["notes"]:
         console.print(f"[bold red]{note}")
+    engine = result.get("engine")
+    if engine and engine["starts"]:
+        console.print(f"policy engine: {engine['starts']} start(s) ({engine['startup_s']} s), "
+                      f"{engine['reloads']} weight reload(s) ({engine['reload_s']} s)")
+        for reason in engine["restarts"]:
+            console.print(f"  restarted: {reason}")
     console.print(f"report: {result['report']}")
 
 

@@ -7,6 +7,9 @@ A round is finished once its policy is trained; finished rounds are history and 
 revisited. In the first unfinished round every stage runs again and skips, from its own
 files, whatever is already done, so a crashed loop restarted with the same command goes on
 where it stopped, and a changed judge re-judges that round instead of reusing stale verdicts.
+
+One vLLM engine serves the loop (``pipeline.policy_engine``): each round's policy is loaded
+into it in place, and on CPU it stays up while the trainer runs.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pipeline.atomic import write_text_atomic
 from pipeline.catalog import rebuild
 from pipeline.config import Config, load_config
 from pipeline.judging.sources import SharedEndpoint
+from pipeline.policy_engine import PolicyEngine
 from pipeline.report import header, summary_rows, write_report
 from pipeline.resolve import preflight, resolve_policy
 from pipeline.rounds import (
@@ -49,8 +53,8 @@ def finished_rounds(workdir: Path) -> int:
 
 @task(name="evaluate-and-generate", cache_policy=NO_CACHE)
 def evaluate_and_generate(workdir: Path, cfg: Config, round_: int, generate: bool,
-                          endpoint=None) -> dict:
-    """One vLLM engine for the round's policy: held-out evaluation, then the round's groups."""
+                          engines: PolicyEngine, endpoint=None) -> dict:
+    """The round's policy in the loop's engine: held-out evaluation, then the round's groups."""
     base = resolve_policy(cfg, workdir)
     policy = policy_for_round(workdir, base, round_)
     plan = generation.plan_round(workdir, cfg, round_, policy)
@@ -58,21 +62,18 @@ def evaluate_and_generate(workdir: Path, cfg: Config, round_: int, generate: boo
     need_gen = generate and generation.pending(workdir, plan)
     info: dict = {}
     if need_eval or need_gen:
-        sampler = generation.VLLMGroupSampler(policy, cfg, workdir)
-        try:
-            if need_eval:
-                started = time.perf_counter()
-                samples = sample_heldout(sampler, plan, workdir, cfg.loop.eval_k)
-                previous = read_evals(workdir).get(round_ - 1)
-                info["evaluate"] = evaluate_round(cfg, workdir, round_, samples, plan.heldout,
-                                                  policy, base, previous, endpoint)
-                mark_stage(workdir, round_, "evaluate", info["evaluate"], started)
-            if need_gen:
-                info["generate"] = run_generation(workdir, cfg, round_, policy, sampler=sampler,
-                                                  plan=plan)
-                info["generate"].pop("shard_results")
-        finally:
-            sampler.close()
+        sampler = engines.sampler(policy)
+        if need_eval:
+            started = time.perf_counter()
+            samples = sample_heldout(sampler, plan, workdir, cfg.loop.eval_k)
+            previous = read_evals(workdir).get(round_ - 1)
+            info["evaluate"] = evaluate_round(cfg, workdir, round_, samples, plan.heldout,
+                                              policy, base, previous, endpoint)
+            mark_stage(workdir, round_, "evaluate", info["evaluate"], started)
+        if need_gen:
+            info["generate"] = run_generation(workdir, cfg, round_, policy, sampler=sampler,
+                                              plan=plan)
+            info["generate"].pop("shard_results")
     elif generate:  # every shard exists: make sure the round is marked generated
         run_generation(workdir, cfg, round_, policy, plan=plan)
     return info
@@ -111,8 +112,8 @@ def iterate_flow(workdir: str, config_path: str | None = None, overrides: dict |
     write_text_atomic(cfg.to_toml(), wd / "iterate.config.toml")
     notes: list[str] = []
     stopped_at = None
-    with SharedEndpoint(cfg, wd) as endpoint:
-        stopped_at = _rounds(wd, cfg, first, target, endpoint, notes)
+    with SharedEndpoint(cfg, wd) as endpoint, PolicyEngine(cfg, wd) as engines:
+        stopped_at = _rounds(wd, cfg, first, target, endpoint, engines, notes)
     rebuild(wd)
     evals = read_evals(wd)
     if not cfg.loop.gold:
@@ -121,15 +122,16 @@ def iterate_flow(workdir: str, config_path: str | None = None, overrides: dict |
     report = write_report(wd, evals, notes)
     return {"rounds": target, "first_round": first, "stopped_at": stopped_at,
             "report": str(report), "header": header(), "rows": summary_rows(evals),
-            "notes": notes}
+            "notes": notes, "engine": engines.summary()}
 
 
-def _rounds(wd: Path, cfg: Config, first: int, target: int, endpoint, notes: list[str]
-            ) -> int | None:
+def _rounds(wd: Path, cfg: Config, first: int, target: int, endpoint, engines: PolicyEngine,
+            notes: list[str]) -> int | None:
     """Rounds first..target-1, then the final evaluation; the round it stopped at, if any.
-    One judge endpoint (the embedded server) serves every round."""
+    One judge endpoint (the embedded server) and one policy engine serve every round."""
     for r in range(first, target + 1):  # the last pass only evaluates the final policy
-        evaluate_and_generate(wd, cfg, r, generate=r < target, endpoint=endpoint)
+        evaluate_and_generate(wd, cfg, r, generate=r < target, engines=engines,
+                              endpoint=endpoint)
         evals = read_evals(wd)
         if evals.get(r, {}).get("overoptimised"):
             notes.append(f"round {r}: training reward rose while the gold score fell "
@@ -152,6 +154,7 @@ def _rounds(wd: Path, cfg: Config, first: int, target: int, endpoint, notes: lis
             started = time.perf_counter()
             mark_stage(wd, r, "annotate", annotate(wd, cfg, r), started)
         rank_with_config(wd, cfg, r)
+        engines.before_training()
         started = time.perf_counter()
         mark_stage(wd, r, "train", train_round(wd, cfg, r), started)
     return None

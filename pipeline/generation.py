@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from pipeline import vllm_reload
 from pipeline.atomic import read_parquet_checked, write_parquet_atomic
 from pipeline.chat import PromptRenderer
 from pipeline.config import Config, ConfigError, stable_hash
@@ -169,7 +170,8 @@ def engine_kwargs(model_path: Path, cfg: Config) -> dict:
     kwargs = dict(model=str(model_path), dtype=cfg.policy.dtype, enforce_eager=g.enforce_eager,
                   enable_prefix_caching=True, max_num_seqs=g.max_num_seqs, seed=g.seed,
                   tensor_parallel_size=g.tensor_parallel_size,
-                  pipeline_parallel_size=g.pipeline_parallel_size)
+                  pipeline_parallel_size=g.pipeline_parallel_size,
+                  worker_extension_cls=vllm_reload.QUALNAME)
     # data_parallel_size is not passed: vLLM's offline engine refuses it in one process
     # ("not supported for single-process usage"); a fleet of workers is the data parallelism.
     if g.max_model_len:
@@ -191,6 +193,7 @@ class VLLMGroupSampler:
         from vllm import LLM
 
         self.cfg = cfg
+        self.workdir = workdir
         self.model_path = Path(model_path)
         self.policy_label = relative_to_workdir(model_path, workdir) if workdir else \
             str(model_path)
@@ -232,6 +235,18 @@ class VLLMGroupSampler:
             raise RuntimeError(f"vLLM returned {table.num_rows} candidates for "
                                f"{len(prompts)} prompts x k={k}")
         return table
+
+    def reload(self, model_path: Path) -> None:
+        """Load another policy's weights into the running engine (same architecture,
+        dtype, tokenizer and generation config: see ``pipeline.policy_engine``) and drop the
+        prefix cache, whose blocks were computed with the old weights."""
+        self.llm.collective_rpc("reload_policy", args=(str(model_path),))
+        if not self.llm.reset_prefix_cache():
+            raise RuntimeError("vLLM kept its prefix cache after a weight reload: the next "
+                               "samples would reuse the old policy's keys and values")
+        self.model_path = Path(model_path)
+        self.policy_label = relative_to_workdir(model_path, self.workdir) if self.workdir \
+            else str(model_path)
 
     def close(self) -> None:
         """Stop the engine process now rather than at interpreter exit."""

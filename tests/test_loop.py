@@ -79,6 +79,9 @@ def test_loop_killed_resumed_then_continued_by_scheduled_runs(tmp_path, demo_mod
     params = {d.name: d.parameters for d in build_deployments(cfg, tmp_path, str(config_file))}
     result = iterate_flow(**params["scheduled-iterate"])
     assert result["first_round"] == 1 and result["rounds"] == 2
+    # One engine for the run: round 1 sampled by policy-r001, whose engine then took
+    # policy-r002's weights in place for the final evaluation.
+    assert (result["engine"]["starts"], result["engine"]["reloads"]) == (1, 1)
     assert round_policy(tmp_path, 1) == tmp_path / "models" / "policy-r001"
     assert (tmp_path / "models" / "policy-r002" / "config.json").exists()
     generated = generation_flow(**params["nightly-generate"])

@@ -110,7 +110,14 @@ def test_own_chat_model_and_prompts_end_to_end(tmp_path, chat_models):
     assert counts["quarantined"] == 6 and counts["accepted"] + counts["quarantined"] == 46
     assert "round 0" in gen.stderr
 
-    _grpo("iterate", "--rounds", "1", "--workdir", str(workdir), "--config", str(cfg), env=env)
+    looped = _grpo("iterate", "--rounds", "1", "--workdir", str(workdir), "--config", str(cfg),
+                   env=env)
+    # Round 0's policy and the trained policy-r001 shared one vLLM engine: the trained
+    # policy kept the base's tokenizer files byte for byte, so its weights loaded in place.
+    assert "policy engine: 1 start(s)" in looped.stdout and "1 weight reload(s)" in looped.stdout
+    trained = workdir / "models" / "policy-r001"
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        assert (trained / name).read_bytes() == (chat_models["policy"] / name).read_bytes()
 
     tok = AutoTokenizer.from_pretrained(chat_models["policy"])
     stops = {tok.convert_tokens_to_ids(IM_END), tok.convert_tokens_to_ids(EOT)}
