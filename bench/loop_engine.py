@@ -4,8 +4,9 @@ The same ``grpo iterate`` run twice per repetition, interleaved: ``generation.ke
 auto`` (on this CPU: one engine for the loop, each new policy's weights loaded in place)
 and ``never`` (the engine closed before training and a new one started for the next policy,
 as the loop did before). Reported: the loop's wall time, median and range; the engine starts
-and their seconds; and whether both settings sampled exactly the same candidates in every
-round (they must: a reloaded engine samples what a fresh one does). The demo policy and
+and their seconds; and whether both settings drew exactly the same samples (the rounds'
+candidates and the held-out evaluation's, the final one drawn after a reload), as they must:
+a reloaded engine samples what a fresh one does. The demo policy and
 reward model, verifier as the gold source; no LLM judge, so the policy engine is the only one.
 The last line printed is one JSON object.
 
@@ -64,9 +65,16 @@ def run_loop(workdir: Path, models: Path, keep: str, rounds: int, prompts: int) 
             "startup_s": float(match[2]), "reloads": int(match[3]), "workdir": workdir}
 
 
-def candidates(workdir: Path) -> pl.DataFrame:
-    return (pl.read_parquet(workdir / "rounds" / "*" / "candidates" / "*.parquet")
-            .select("round", "candidate_id", "token_ids", "logprob").sort("candidate_id"))
+def samples(workdir: Path) -> pl.DataFrame:
+    """Every sample the policy engine drew: the rounds' candidates and the held-out
+    evaluation's samples (the final evaluation's come from the last reload)."""
+    cols = ["round", "candidate_id", "token_ids", "logprob"]
+    rounds = workdir / "rounds" / "*"
+    return pl.concat([
+        pl.read_parquet(rounds / "candidates" / "*.parquet").select(cols)
+        .with_columns(pl.lit("candidates").alias("kind")),
+        pl.read_parquet(rounds / "eval" / "samples.parquet").select(cols)
+        .with_columns(pl.lit("eval").alias("kind"))]).sort("kind", "round", "candidate_id")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -99,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
     results = interleaved({keep: (lambda keep=keep: run_loop(
         root / f"{keep}-{next(counter)}", models, keep, args.rounds, args.prompts))
         for keep in SETTINGS}, args.reps, show="seconds")
-    same = all(candidates(a["workdir"]).equals(candidates(b["workdir"]))
+    same = all(samples(a["workdir"]).equals(samples(b["workdir"]))
                for a, b in zip(results["auto"], results["never"], strict=True))
     ratios = [n["seconds"] / a["seconds"]
               for a, n in zip(results["auto"], results["never"], strict=True)]
@@ -114,11 +122,11 @@ def main(argv: list[str] | None = None) -> dict:
               f"starts {rows[keep]['starts']}, start-up {fmt(rows[keep]['startup_s'], 1, 's')}"
               f", weight reloads {rows[keep]['reloads']}")
     speedup = spread(ratios, 2)
-    print(f"one engine per loop: {fmt(speedup, 2)}x faster; same candidates in every round: "
-          f"{same}")
+    print(f"one engine per loop: {fmt(speedup, 2)}x faster; the same samples (candidates and "
+          f"held-out evaluation) in every round: {same}")
     record = {"benchmark": "loop_engine", "quick": args.quick, "machine": info,
               "rounds": args.rounds, "train_prompts_per_round": args.prompts,
-              "settings": rows, "speedup": speedup, "same_candidates": same}
+              "settings": rows, "speedup": speedup, "same_samples": same}
     emit_json(record)
     return record
 

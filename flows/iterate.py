@@ -9,7 +9,7 @@ files, whatever is already done, so a crashed loop restarted with the same comma
 where it stopped, and a changed judge re-judges that round instead of reusing stale verdicts.
 
 One vLLM engine serves the loop (``pipeline.policy_engine``): each round's policy is loaded
-into it in place, and on CPU it stays up while the trainer runs.
+into it in place, and on a CPU it stays up while the round is judged and trained.
 """
 
 from __future__ import annotations
@@ -132,6 +132,7 @@ def _rounds(wd: Path, cfg: Config, first: int, target: int, endpoint, engines: P
     for r in range(first, target + 1):  # the last pass only evaluates the final policy
         evaluate_and_generate(wd, cfg, r, generate=r < target, engines=engines,
                               endpoint=endpoint)
+        engines.idle()
         evals = read_evals(wd)
         if evals.get(r, {}).get("overoptimised"):
             notes.append(f"round {r}: training reward rose while the gold score fell "
@@ -154,7 +155,6 @@ def _rounds(wd: Path, cfg: Config, first: int, target: int, endpoint, engines: P
             started = time.perf_counter()
             mark_stage(wd, r, "annotate", annotate(wd, cfg, r), started)
         rank_with_config(wd, cfg, r)
-        engines.before_training()
         started = time.perf_counter()
         mark_stage(wd, r, "train", train_round(wd, cfg, r), started)
     return None

@@ -28,8 +28,15 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "chat_template.jinja", "chat_template.json")
 
 
-def copy_tokenizer_files(src: Path, dst: Path) -> list[str]:
-    """Copy ``src``'s tokenizer files into ``dst`` byte for byte; the names copied.
+# Files that hold a vocabulary: without one of them the copied files are not a tokenizer.
+VOCABULARY_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer.model",
+                    "spiece.model", "sentencepiece.bpe.model")
+
+
+def copy_tokenizer_files(src: Path, dst: Path) -> bool:
+    """Copy ``src``'s tokenizer files into ``dst`` byte for byte; whether they include a
+    vocabulary (if not, the caller saves the loaded tokenizer instead: a tiktoken or
+    remote-code tokenizer, or one that lives elsewhere).
 
     A trained policy keeps its base's tokenizer exactly. Loading and re-saving it through
     transformers does not: transformers 5 rebuilds a tokenizer from its model type's class
@@ -40,7 +47,7 @@ def copy_tokenizer_files(src: Path, dst: Path) -> list[str]:
         if (Path(src) / name).is_file():
             shutil.copy2(Path(src) / name, Path(dst) / name)
             copied.append(name)
-    return copied
+    return any(name in VOCABULARY_FILES for name in copied)
 
 
 class PromptRenderer:

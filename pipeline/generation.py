@@ -244,6 +244,10 @@ class VLLMGroupSampler:
         if not self.llm.reset_prefix_cache():
             raise RuntimeError("vLLM kept its prefix cache after a weight reload: the next "
                                "samples would reuse the old policy's keys and values")
+        self.relabel(model_path)
+
+    def relabel(self, model_path: Path) -> None:
+        """Name the samples after ``model_path`` (the weights the engine holds)."""
         self.model_path = Path(model_path)
         self.policy_label = relative_to_workdir(model_path, self.workdir) if self.workdir \
             else str(model_path)

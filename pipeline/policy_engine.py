@@ -2,18 +2,23 @@
 
 Starting an engine costs 20-40 s on a 2-core CPU (a spawned process, the model load, the KV
 cache) and closing one another 5 s; loading the next round's weights into the running engine
-costs well under a second. So the loop keeps one engine and, each round, loads the new
-policy's weights into it in place (vLLM's ``reload_weights``), then drops the prefix cache,
-whose blocks hold the old policy's keys and values.
+costs 0.02-0.03 s for the demo's model (a large model's reload is bound by reading its
+weights from disk, as a fresh load is, without the rest). So the loop keeps one engine and,
+each round, loads the new policy's weights into it in place (vLLM's ``reload_weights``), then
+drops the prefix cache, whose blocks hold the old policy's keys and values.
 
 That is only sound when the new policy is the same network with new numbers: the engine's
 model, dtype, tokenizer (it detokenizes every sample) and generation config (its EOS ids stop
-every sample) were fixed when it started. ``engine_shape`` fingerprints exactly those files;
-a policy of another shape gets a new engine, with the reason logged. A trained policy
-(full fine-tuning, or LoRA merged into its base) has its base's shape.
+every sample) were fixed when it started, and vLLM's reload keeps a layer's old tensors
+when the new checkpoint lacks them. ``engine_shape`` fingerprints exactly those files and the
+checkpoint's tensor names and shapes; a policy of another shape gets a new engine, with the
+reason logged. A trained policy (full fine-tuning, or LoRA merged into its base) has its
+base's shape. A reload that fails closes the engine: half-loaded weights are never served.
 
-On a GPU the engine holds ``generation.gpu_memory_utilization`` of the memory the trainer
-needs, so by default it is closed before training (``generation.keep_engine``).
+While the loop judges and trains, a kept engine holds its weights and KV cache
+(``generation.kv_cache_gib`` on a CPU); on a GPU it would hold
+``generation.gpu_memory_utilization`` of the memory the reward models and the trainer need,
+so there it is closed after each round's generation by default (``generation.keep_engine``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import struct
 import time
 from pathlib import Path
 
@@ -54,9 +60,29 @@ def _canonical(path: Path) -> bytes:
     return json.dumps(data, sort_keys=True).encode()
 
 
+def weights_layout(model_dir: Path) -> str:
+    """A digest of the checkpoint's tensor names and shapes (safetensors headers only, no
+    weights read). vLLM's reload keeps a layer's old tensors, with a warning, when the new
+    checkpoint lacks them; an equal layout means every tensor the engine loaded at start is
+    loaded again. "" for a checkpoint without safetensors files (``.bin``): such a policy
+    always gets a new engine."""
+    h = hashlib.sha256()
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        return ""
+    for f in files:
+        with open(f, "rb") as fh:
+            size = struct.unpack("<Q", fh.read(8))[0]
+            header = json.loads(fh.read(size))
+        for name in sorted(k for k in header if k != "__metadata__"):
+            h.update(f"{name}:{header[name]['shape']}\n".encode())
+    return h.hexdigest()[:16]
+
+
 def engine_shape(model_dir: Path) -> dict[str, str]:
-    """{file name: digest} of the files that fix an engine, for those the directory has."""
-    out = {}
+    """{file name: digest} of the files that fix an engine, for those the directory has,
+    and the checkpoint's layout under ``weights``."""
+    out = {"weights": weights_layout(model_dir)}
     for name in SHAPE_FILES:
         path = Path(model_dir) / name
         if path.is_file():
@@ -74,7 +100,7 @@ class PolicyEngine:
 
     >>> with PolicyEngine(cfg, workdir) as engines:      # doctest: +SKIP
     ...     sampler = engines.sampler(policy_r0)          # starts the engine
-    ...     engines.before_training()                     # closes it on a GPU
+    ...     engines.idle()                                # closes it on a GPU
     ...     sampler = engines.sampler(policy_r1)          # reloads weights in place
     """
 
@@ -105,12 +131,21 @@ class PolicyEngine:
                                         if self.workdir else None)
         current = self._sampler
         if current is not None and fingerprint == self._fingerprint:
+            current.relabel(policy)  # the same weights, perhaps found under another path
             return current
         if current is not None:
             changed = shape_difference(self._shape, shape)
+            if not shape["weights"]:
+                changed = changed or ["weights (not safetensors)"]
             if not changed:
                 started = time.perf_counter()
-                current.reload(policy)
+                try:
+                    current.reload(policy)
+                except BaseException:
+                    # Half-loaded weights (vLLM moves layers to the meta device as it goes)
+                    # must never be handed out again: the next call starts a new engine.
+                    self.close()
+                    raise
                 self._fingerprint = fingerprint
                 self.reload_seconds += time.perf_counter() - started
                 self.reloads += 1
@@ -119,15 +154,23 @@ class PolicyEngine:
             log.info("new vLLM engine (%s)", reason)
             self.restart_reasons.append(reason)
             self.close()
-        self._sampler = VLLMGroupSampler(policy, self.cfg, self.workdir)
+        self._sampler = self._start(policy)
         self._shape = shape
         self._fingerprint = fingerprint
         self.starts += 1
-        self.startup_seconds += self._sampler.startup_seconds
+        self.startup_seconds += getattr(self._sampler, "startup_seconds", 0.0)
         return self._sampler
 
-    def before_training(self) -> None:
-        """Free the engine's memory for the trainer unless it is to be kept."""
+    def _start(self, policy: Path) -> VLLMGroupSampler:
+        return VLLMGroupSampler(policy, self.cfg, self.workdir)
+
+    @property
+    def running(self) -> bool:
+        return self._sampler is not None
+
+    def idle(self) -> None:
+        """The engine is not needed until the next policy (judging and training run now):
+        close it to free its memory unless it is kept."""
         if not self.keep:
             self.close()
 

@@ -5,8 +5,9 @@ the checkpoint does not hold is skipped, and the CPU keeps a packed copy of each
 layer's weight in a oneDNN handle built at load time. With tied embeddings the LM head is
 such a layer (its weight is the embedding's, saved once), so after a reload the input
 embedding was new and the output projection old: log-probabilities 1.1 nats away from a
-fresh engine's on a perturbed Qwen2 (measured; the other layers matched exactly). Here every
-layer that keeps its weight beside its handle gets a new handle from the new weight.
+fresh engine's on a perturbed Qwen2 (measured; the other layers matched exactly). Here the
+embedding and LM head layers, the ones that keep their weight beside their handle, get a new
+handle from the new weight.
 
 The class is mixed into vLLM's worker (``worker_extension_cls``) and called through
 ``LLM.collective_rpc("reload_policy", ...)``; ``tests/test_policy_engine.py`` compares a
@@ -28,14 +29,15 @@ class PolicyReload:
         if not current_platform.is_cpu():
             return 0
         from vllm.model_executor.layers.utils import dispatch_cpu_unquantized_gemm
+        from vllm.model_executor.layers.vocab_parallel_embedding import VocabParallelEmbedding
 
         rebuilt = 0
         for module in self.model_runner.get_model().modules():
-            weight = getattr(module, "weight", None)
-            # Layers whose weight was moved into the handle (remove_weight=True) have an
-            # empty weight and were rebuilt by the reload itself.
-            if hasattr(module, "cpu_linear") and isinstance(weight, torch.Tensor) \
-                    and weight.ndim == 2 and weight.numel():
+            # The embedding and the LM head (its subclass) are dispatched with
+            # remove_weight=False: their handle is a copy beside the weight. Linear layers
+            # hand their weight to the handle and were rebuilt by the reload itself.
+            if isinstance(module, VocabParallelEmbedding) and hasattr(module, "cpu_linear") \
+                    and isinstance(module.weight, torch.Tensor) and module.weight.numel():
                 dispatch_cpu_unquantized_gemm(module, remove_weight=False)
                 rebuilt += 1
         return rebuilt

@@ -15,25 +15,36 @@ from pipeline.config import load_config
 from pipeline.policy_engine import PolicyEngine, engine_shape, shape_difference
 
 
+def _weights(d, seed: int = 0, **shapes):
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    shapes = shapes or {"embed.weight": (8, 4), "layer.weight": (4, 4)}
+    save_file({name: torch.randn(*shape) for name, shape in shapes.items()},
+              d / "model.safetensors")
+
+
 def _write_model_files(d, **config):
     d.mkdir(parents=True)
     (d / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64,
                                                "transformers_version": "5.0.0", **config}))
     (d / "generation_config.json").write_text(json.dumps({"eos_token_id": [2, 4]}))
     (d / "tokenizer.json").write_text(json.dumps({"model": {"vocab": {"a": 0, "b": 1}}}))
-    (d / "model.safetensors").write_bytes(b"weights")
+    _weights(d)
     return d
 
 
-def test_engine_shape_ignores_weights_and_resave_noise(tmp_path):
+def test_engine_shape_ignores_weight_values_and_resave_noise(tmp_path):
     a = _write_model_files(tmp_path / "a")
     b = _write_model_files(tmp_path / "b", transformers_version="5.9.1", use_cache=False,
                            _name_or_path="/elsewhere")
-    (b / "model.safetensors").write_bytes(b"other weights")
+    _weights(b, seed=1)
     # A re-save reorders keys: the same JSON is the same shape.
     (b / "tokenizer.json").write_text('{"model": {"vocab": {"b": 1, "a": 0}}}')
     assert engine_shape(a) == engine_shape(b)
-    assert set(engine_shape(a)) == {"config.json", "generation_config.json", "tokenizer.json"}
+    assert set(engine_shape(a)) == {"weights", "config.json", "generation_config.json",
+                                    "tokenizer.json"}
 
 
 @pytest.mark.parametrize("change, file", [
@@ -45,6 +56,9 @@ def test_engine_shape_ignores_weights_and_resave_noise(tmp_path):
      "tokenizer.json"),
     (lambda d: (d / "vocab.txt").write_text("a\nb\n"), "vocab.txt"),
     (lambda d: (d / "generation_config.json").unlink(), "generation_config.json"),
+    # vLLM's reload would keep the old tensor of a layer the checkpoint lacks.
+    (lambda d: _weights(d, **{"embed.weight": (8, 4)}), "weights"),
+    (lambda d: _weights(d, **{"embed.weight": (8, 4), "layer.weight": (4, 8)}), "weights"),
 ])
 def test_engine_shape_names_what_an_engine_cannot_take_in_place(tmp_path, change, file):
     a = _write_model_files(tmp_path / "a")
@@ -53,11 +67,13 @@ def test_engine_shape_names_what_an_engine_cannot_take_in_place(tmp_path, change
     assert shape_difference(engine_shape(a), engine_shape(b)) == [file]
 
 
-def test_keep_engine_setting():
-    assert PolicyEngine(load_config(overrides={"generation.keep_engine": "never"})).keep is False
-    assert PolicyEngine(load_config(overrides={"generation.keep_engine": "always"})).keep
-    # These machines have no GPU: auto keeps the engine up through training.
-    assert PolicyEngine(load_config()).keep
+@pytest.mark.parametrize("setting, gpu, keep", [
+    ("auto", False, True), ("auto", True, False), ("always", True, True),
+    ("never", False, False)])
+def test_keep_engine_setting(monkeypatch, setting, gpu, keep):
+    monkeypatch.setattr("pipeline.policy_engine.has_cuda", lambda: gpu)
+    engines = PolicyEngine(load_config(overrides={"generation.keep_engine": setting}))
+    assert engines.keep is keep
 
 
 def _perturbed_copy(src, dst, seed: int):
@@ -92,7 +108,8 @@ def _sample(sampler, prompts, stop_ids):
 
 
 @pytest.mark.slow
-def test_reloaded_engine_samples_what_a_fresh_engine_samples(tmp_path, chat_models):
+def test_reloaded_engine_samples_what_a_fresh_engine_samples(tmp_path, chat_models,
+                                                              monkeypatch):
     from transformers import AutoTokenizer
 
     base = chat_models["policy"]
@@ -112,22 +129,40 @@ def test_reloaded_engine_samples_what_a_fresh_engine_samples(tmp_path, chat_mode
         after, after_logprobs = _sample(sampler, prompts, stop_ids)
         assert [r["token_ids"] for r in after] != [r["token_ids"] for r in before], \
             "the reload did not change what the engine samples"
-        # Asking again for the policy it holds changes nothing.
+        # Asking again for the policy it holds changes nothing; the same weights under
+        # another path only rename the samples.
         engines.sampler(trained)
         assert (engines.starts, engines.reloads) == (1, 1)
+        same = shutil.copytree(trained, tmp_path / "same-weights")
+        assert engines.sampler(same) is sampler and sampler.policy_label == "same-weights"
+        assert (engines.starts, engines.reloads) == (1, 1)
 
-        # A copy of the trained policy whose tokenizer config differs cannot be loaded in
-        # place: a new engine starts, on the very weights the reloaded engine sampled with.
-        other = tmp_path / "other-shape"
-        shutil.copytree(trained, other)
+        # A reload that fails half-way (weights cut short after an intact header) closes the
+        # engine: what it holds would be half old, half missing.
+        broken = shutil.copytree(trained, tmp_path / "broken")
+        weights = broken / "model.safetensors"
+        header = 8 + int.from_bytes(weights.read_bytes()[:8], "little")
+        weights.write_bytes(weights.read_bytes()[:header + 64])
+        with pytest.raises(Exception):  # noqa: B017 - vLLM reports the worker's error as it is
+            engines.sampler(broken)
+        assert not engines.running
+
+        # So the next policy gets a new engine: the trained policy's very weights, which the
+        # reloaded engine sampled with, now loaded fresh.
+        fresh_sampler = engines.sampler(trained)
+        assert fresh_sampler is not sampler
+        assert (engines.starts, engines.reloads) == (2, 1)
+        fresh, fresh_logprobs = _sample(fresh_sampler, prompts, stop_ids)
+
+        # A copy whose tokenizer config differs cannot be loaded in place: the engine is
+        # replaced, and the file named.
+        other = shutil.copytree(trained, tmp_path / "other-shape")
         tok_cfg = json.loads((other / "tokenizer_config.json").read_text())
         (other / "tokenizer_config.json").write_text(json.dumps(
             {**tok_cfg, "padding_side": "left"}))
-        fresh_sampler = engines.sampler(other)
-        assert fresh_sampler is not sampler
-        assert (engines.starts, engines.reloads) == (2, 1)
-        assert "tokenizer_config.json" in engines.restart_reasons[0]
-        fresh, fresh_logprobs = _sample(fresh_sampler, prompts, stop_ids)
+        monkeypatch.setattr(PolicyEngine, "_start", lambda self, policy: started.append(policy))
+        started: list = []
+        engines.sampler(other)
+        assert started == [other] and "tokenizer_config.json" in engines.restart_reasons[0]
     assert fresh == after
     assert fresh_logprobs == pytest.approx(after_logprobs, abs=1e-3)
-    assert engines.summary()["starts"] == 2

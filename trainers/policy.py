@@ -90,7 +90,7 @@ def save_trained(accelerator, model, tokenizer, cfg: Config, policy_dir: Path,
                 unwrapped.save_pretrained(tmp, state_dict=state)
             else:
                 unwrapped.save_pretrained(tmp, state_dict=state, save_function=accelerator.save)
-            if not copy_tokenizer_files(policy_dir, tmp):  # the tokenizer lives elsewhere
+            if not copy_tokenizer_files(policy_dir, tmp):  # not a plain vocabulary file
                 tokenizer.save_pretrained(tmp)
             (tmp / "train.config.toml").write_text(cfg.to_toml())
     accelerator.wait_for_everyone()
