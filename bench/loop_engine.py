@@ -34,7 +34,8 @@ from bench._common import emit_json, fmt, interleaved, machine, print_machine, s
 
 QUICK = {"reps": 1, "rounds": 1, "prompts": 8, "demo_steps": 20}
 SETTINGS = ("auto", "never")
-_ENGINE_LINE = re.compile(r"policy engine: (\d+) start\(s\) \(([\d.]+) s\), (\d+) weight reload")
+_ENGINE_LINE = re.compile(r"policy engine: (\d+) start\(s\) \(([\d.]+) s\), "
+                          r"(\d+) weight reload\(s\) \(([\d.]+) s\)")
 
 
 def run_loop(workdir: Path, models: Path, keep: str, rounds: int, prompts: int) -> dict:
@@ -62,7 +63,8 @@ def run_loop(workdir: Path, models: Path, keep: str, rounds: int, prompts: int) 
     if match is None:
         raise SystemExit(f"`grpo iterate` printed no engine line:\n{done.stdout[-2000:]}")
     return {"seconds": round(seconds, 1), "starts": int(match[1]),
-            "startup_s": float(match[2]), "reloads": int(match[3]), "workdir": workdir}
+            "startup_s": float(match[2]), "reloads": int(match[3]),
+            "reload_s": float(match[4]), "workdir": workdir}
 
 
 def samples(workdir: Path) -> pl.DataFrame:
@@ -117,10 +119,11 @@ def main(argv: list[str] | None = None) -> dict:
         rows[keep] = {"seconds": spread([r["seconds"] for r in runs], 1),
                       "starts": [r["starts"] for r in runs],
                       "reloads": [r["reloads"] for r in runs],
-                      "startup_s": spread([r["startup_s"] for r in runs], 1)}
+                      "startup_s": spread([r["startup_s"] for r in runs], 1),
+                      "reload_s": spread([r["reload_s"] for r in runs], 2)}
         print(f"  keep_engine={keep:6s} loop {fmt(rows[keep]['seconds'], 1, 's')}; engine "
               f"starts {rows[keep]['starts']}, start-up {fmt(rows[keep]['startup_s'], 1, 's')}"
-              f", weight reloads {rows[keep]['reloads']}")
+              f", weight reloads {rows[keep]['reloads']} ({fmt(rows[keep]['reload_s'], 2, 's')})")
     speedup = spread(ratios, 2)
     print(f"one engine per loop: {fmt(speedup, 2)}x faster; the same samples (candidates and "
           f"held-out evaluation) in every round: {same}")

@@ -164,9 +164,10 @@ class GenerationConfig(Section):
     max_model_len: int = Field(0, ge=0, description="vLLM context length; 0 = the model's")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vLLM, on a GPU")
     keep_engine: Literal["auto", "always", "never"] = Field("auto", description=(
-        "the loop's vLLM engine stays up while the trainer runs and takes the next policy's "
-        "weights in place (one start per loop, not per round); auto = on CPU only, since on "
-        "a GPU it holds gpu_memory_utilization of the trainer's memory"))
+        "the loop's vLLM engine stays up while the round is judged and trained and takes the "
+        "next policy's weights in place (one start per loop, not per round); auto = on CPU "
+        "only, since on a GPU it holds gpu_memory_utilization of the memory the reward "
+        "models and the trainer need"))
 
     @field_validator("k")
     @classmethod

@@ -18,7 +18,9 @@ base's shape. A reload that fails closes the engine: half-loaded weights are nev
 While the loop judges and trains, a kept engine holds its weights and KV cache
 (``generation.kv_cache_gib`` on a CPU); on a GPU it would hold
 ``generation.gpu_memory_utilization`` of the memory the reward models and the trainer need,
-so there it is closed after each round's generation by default (``generation.keep_engine``).
+so there it is closed after each round's evaluation and generation by default
+(``generation.keep_engine``; the evaluation's scoring runs while the engine is up, as it did
+before the engine was kept).
 """
 
 from __future__ import annotations
@@ -61,22 +63,35 @@ def _canonical(path: Path) -> bytes:
 
 
 def weights_layout(model_dir: Path) -> str:
-    """A digest of the checkpoint's tensor names and shapes (safetensors headers only, no
-    weights read). vLLM's reload keeps a layer's old tensors, with a warning, when the new
-    checkpoint lacks them; an equal layout means every tensor the engine loaded at start is
-    loaded again. "" for a checkpoint without safetensors files (``.bin``): such a policy
-    always gets a new engine."""
-    h = hashlib.sha256()
-    files = sorted(Path(model_dir).glob("*.safetensors"))
-    if not files:
-        return ""
+    """A digest of the checkpoint's tensor names and shapes over all its files (safetensors
+    headers only, no weights read; only the files ``model.safetensors.index.json`` names when
+    there is one, as vLLM loads). vLLM's reload keeps a layer's old tensors, with a warning,
+    when the new checkpoint lacks them; an equal layout means every tensor the engine loaded
+    at start is loaded again, however the files are sharded. "" for a checkpoint without
+    safetensors files (``.bin``): such a policy always gets a new engine."""
+    model_dir = Path(model_dir)
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted({model_dir / f for f in
+                        json.loads(index.read_text()).get("weight_map", {}).values()})
+    else:
+        files = sorted(model_dir.glob("*.safetensors"))
+    tensors = []
     for f in files:
-        with open(f, "rb") as fh:
-            size = struct.unpack("<Q", fh.read(8))[0]
-            header = json.loads(fh.read(size))
-        for name in sorted(k for k in header if k != "__metadata__"):
-            h.update(f"{name}:{header[name]['shape']}\n".encode())
-    return h.hexdigest()[:16]
+        try:
+            with open(f, "rb") as fh:
+                size = struct.unpack("<Q", fh.read(8))[0]
+                if size > f.stat().st_size - 8:
+                    raise ValueError(f"header of {size} bytes in a smaller file")
+                header = json.loads(fh.read(size))
+        except (OSError, struct.error, ValueError) as exc:
+            raise ValueError(f"{f}: not a readable safetensors file ({exc}); a Git LFS "
+                             "pointer or a partial download?") from exc
+        tensors += [f"{name}:{meta['shape']}" for name, meta in header.items()
+                    if name != "__metadata__"]
+    if not tensors:
+        return ""
+    return hashlib.sha256("\n".join(sorted(tensors)).encode()).hexdigest()[:16]
 
 
 def engine_shape(model_dir: Path) -> dict[str, str]:
@@ -144,6 +159,7 @@ class PolicyEngine:
                 except BaseException:
                     # Half-loaded weights (vLLM moves layers to the meta device as it goes)
                     # must never be handed out again: the next call starts a new engine.
+                    self.restart_reasons.append(f"{policy.name}: the reload failed")
                     self.close()
                     raise
                 self._fingerprint = fingerprint
@@ -158,7 +174,7 @@ class PolicyEngine:
         self._shape = shape
         self._fingerprint = fingerprint
         self.starts += 1
-        self.startup_seconds += getattr(self._sampler, "startup_seconds", 0.0)
+        self.startup_seconds += self._sampler.startup_seconds
         return self._sampler
 
     def _start(self, policy: Path) -> VLLMGroupSampler:

@@ -12,7 +12,12 @@ import pytest
 
 from pipeline.chat import copy_tokenizer_files
 from pipeline.config import load_config
-from pipeline.policy_engine import PolicyEngine, engine_shape, shape_difference
+from pipeline.policy_engine import (
+    PolicyEngine,
+    engine_shape,
+    shape_difference,
+    weights_layout,
+)
 
 
 def _weights(d, seed: int = 0, **shapes):
@@ -65,6 +70,30 @@ def test_engine_shape_names_what_an_engine_cannot_take_in_place(tmp_path, change
     b = _write_model_files(tmp_path / "b")
     change(b)
     assert shape_difference(engine_shape(a), engine_shape(b)) == [file]
+
+
+def test_weights_layout_ignores_how_a_checkpoint_is_sharded(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    for d in (one, two):
+        d.mkdir()
+    tensors = {"a.weight": torch.zeros(2, 3), "b.weight": torch.zeros(4), "c.weight": torch.ones(1)}
+    save_file(tensors, one / "model.safetensors")
+    save_file({"c.weight": tensors["c.weight"], "a.weight": tensors["a.weight"]},
+              two / "model-00001-of-00002.safetensors")
+    save_file({"b.weight": tensors["b.weight"]}, two / "model-00002-of-00002.safetensors")
+    index = {"weight_map": {"a.weight": "model-00001-of-00002.safetensors",
+                            "c.weight": "model-00001-of-00002.safetensors",
+                            "b.weight": "model-00002-of-00002.safetensors"}}
+    (two / "model.safetensors.index.json").write_text(json.dumps(index))
+    # A file the index does not name is not loaded by vLLM, so it is not part of the layout.
+    save_file({"extra": torch.zeros(1)}, two / "consolidated.safetensors")
+    assert weights_layout(one) == weights_layout(two) != ""
+    (two / "model-00002-of-00002.safetensors").write_bytes(b"version https://git-lfs")
+    with pytest.raises(ValueError, match="model-00002-of-00002.safetensors"):
+        weights_layout(two)
 
 
 @pytest.mark.parametrize("setting, gpu, keep", [
@@ -160,9 +189,21 @@ def test_reloaded_engine_samples_what_a_fresh_engine_samples(tmp_path, chat_mode
         tok_cfg = json.loads((other / "tokenizer_config.json").read_text())
         (other / "tokenizer_config.json").write_text(json.dumps(
             {**tok_cfg, "padding_side": "left"}))
-        monkeypatch.setattr(PolicyEngine, "_start", lambda self, policy: started.append(policy))
         started: list = []
+
+        class NotStarted:  # the decision is under test here, not a third engine start
+            startup_seconds = 0.0
+
+            def __init__(self, policy):
+                started.append(policy)
+
+            def close(self):
+                pass
+
+        monkeypatch.setattr(PolicyEngine, "_start", lambda self, policy: NotStarted(policy))
         engines.sampler(other)
-        assert started == [other] and "tokenizer_config.json" in engines.restart_reasons[0]
+        assert started == [other]
+        assert engines.restart_reasons[0] == "broken: the reload failed"
+        assert "tokenizer_config.json" in engines.restart_reasons[1]
     assert fresh == after
     assert fresh_logprobs == pytest.approx(after_logprobs, abs=1e-3)
