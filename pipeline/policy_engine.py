@@ -140,7 +140,6 @@ class PolicyEngine:
     def sampler(self, policy: Path) -> VLLMGroupSampler:
         """A sampler whose engine holds ``policy``'s weights."""
         policy = Path(policy)
-        shape = engine_shape(policy)
         # By content, not path: a policy retrained into the same folder is a new policy.
         fingerprint = model_fingerprint(policy, default_cache(self.workdir)
                                         if self.workdir else None)
@@ -148,6 +147,7 @@ class PolicyEngine:
         if current is not None and fingerprint == self._fingerprint:
             current.relabel(policy)  # the same weights, perhaps found under another path
             return current
+        shape = engine_shape(policy)
         if current is not None:
             changed = shape_difference(self._shape, shape)
             if not shape["weights"]:
