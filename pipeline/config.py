@@ -119,6 +119,10 @@ class DemoJudgeConfig(Section):
     steps: int = Field(1000, ge=1, description="optimizer steps")
     batch_size: int = Field(32, ge=1, description="groups per step")
     learning_rate: float = Field(2e-3, gt=0)
+    off_task_per_prompt: int = Field(2, ge=0, description=(
+        "off-task texts (prose, refusals, attempts to instruct the judge, fake verdicts; "
+        "pipeline/off_task.py) added to each training prompt's samples and labelled by the "
+        "verifier: a judge that never saw one rates it at random"))
     label_noise: float = Field(1.0, ge=0, description=(
         "std (score points) of the noise drawn once per training sample on its target score: "
         "what keeps the judge imperfect"))

@@ -4,10 +4,13 @@ template and writes ``{"scores": [...]}``, imperfect on purpose.
 It is trained here on groups the demo policy samples (prompts from seed streams disjoint from
 the pipeline's), shown in random sizes and orders, with targets that are the gold verifier's
 partial credit mapped onto the judge's score range plus Gaussian noise drawn once per sample.
-Its Kendall tau with the verifier on held-out groups, each judged in the two views the
-pipeline shows, goes to ``demo_judge_report.json`` beside the weights; the held-out groups go
-to ``demo_judge_heldout.jsonl`` so that the same groups can be measured again through vLLM's
-server (``pipeline.demo_judge_served``).
+Among each prompt's samples are a few off-task texts (``pipeline.off_task``: prose, refusals,
+prompt injections), labelled by the same verifier, so that a text that is no answer at all
+is rated low rather than at random. Its Kendall tau with the verifier on held-out groups,
+each judged in the two views the pipeline shows, and how often a held-out off-task text
+beats a group's best answer, go to ``demo_judge_report.json`` beside the weights; the
+held-out groups go to ``demo_judge_heldout.jsonl`` so that the same groups can be measured
+again through vLLM's server (``pipeline.demo_judge_served``).
 
 The judge has its own tokenizer: BPE trained on rendered judge prompts with no word
 splitting, so the fixed template text collapses into a few tokens (a k=8 prompt is ~100
@@ -33,6 +36,7 @@ from pipeline.demo_model import BOS, EOS, PAD, left_padded, stop_ids
 from pipeline.judge_agreement import listwise_agreement
 from pipeline.judging.prompts import listwise_prompt
 from pipeline.judging.views import to_canonical, views_for
+from pipeline.off_task import off_task_texts
 from pipeline.progress import progress_bar
 from pipeline.tasks import TaskPrompt, get_task
 
@@ -55,6 +59,9 @@ class DemoJudgeReport:
     tie_share: float  # candidate pairs given equal scores within one view
     view_disagreement: float  # candidate pairs whose verdict differs between the two views
     gold_tie_share: float  # candidate pairs the verifier itself scores equal
+    # held-out groups with their last candidate swapped for an off-task text drawn apart
+    # from training's: views in which it scores above the group's best answer (by verifier)
+    off_task_above_best: float
     settings: dict  # the [demo_judge] section it was built with
 
 
@@ -252,9 +259,10 @@ def constrained_greedy_scores(model, tokenizer, prompts: list[str], k: int, low:
     return scores
 
 
-def evaluate_judge(model, tokenizer, cfg: Config, groups: list[JudgeExample]) -> dict:
-    """Tau with the verifier, ties and view disagreement, over the two views ``LLMJudge``
-    shows for these group ids (same orders as the served measurement)."""
+def judge_views(model, tokenizer, cfg: Config,
+                groups: list[JudgeExample]) -> tuple[list[list[list[int]]], float]:
+    """Each group's scores in canonical order, per view ``LLMJudge`` shows for its id (same
+    orders as the served measurement), and the mean prompt length in tokens."""
     q = cfg.llm_judge
     perms = [views_for(g.group_id, len(g.texts), 2, cfg.generation.seed) for g in groups]
     prompts = [judge_prompt(g.messages, [g.texts[c] for c in perm], q)
@@ -266,9 +274,43 @@ def evaluate_judge(model, tokenizer, cfg: Config, groups: list[JudgeExample]) ->
                                                   int(q.score_low), int(q.score_high))
     view_scores = [[to_canonical(perm, shown_scores[2 * g + v]) for v, perm in enumerate(views)]
                    for g, views in enumerate(perms)]
-    return {"prompt_tokens_max_k": round(sum(len(tokenizer(p)["input_ids"]) for p in prompts)
-                                         / len(prompts), 1),
-            **listwise_agreement([g.gold for g in groups], view_scores)}
+    tokens = sum(len(tokenizer(p)["input_ids"]) for p in prompts) / len(prompts)
+    return view_scores, tokens
+
+
+def with_off_task(groups: list[JudgeExample], texts: list[str],
+                  task_name: str) -> list[JudgeExample]:
+    """Copies of the groups with the last candidate replaced by an off-task text, its gold
+    from the task's verifier."""
+    task = get_task(task_name)
+    return [JudgeExample(g.group_id, g.messages, g.reference, g.texts[:-1] + [t],
+                         g.gold[:-1] + [task.gold_score(g.reference, t)])
+            for g, t in zip(groups, texts, strict=True)]
+
+
+def off_task_above_best(groups: list[JudgeExample], view_scores: list[list[list[int]]]) -> float:
+    """Share of views in which the last candidate (the off-task text) scores strictly above
+    the candidate the verifier puts first among the others."""
+    wins = views = 0
+    for g, per_view in zip(groups, view_scores, strict=True):
+        best = max(range(len(g.texts) - 1), key=lambda c: g.gold[c])
+        for scores in per_view:
+            views += 1
+            wins += scores[-1] > scores[best]
+    return round(wins / max(views, 1), 4)
+
+
+def evaluate_judge(model, tokenizer, cfg: Config, groups: list[JudgeExample]) -> dict:
+    """Tau with the verifier, ties and view disagreement over the two views of each held-out
+    group; then the same groups with one candidate swapped for an off-task text drawn with
+    another seed than training's (a text of one fragment may still be one it saw)."""
+    view_scores, tokens = judge_views(model, tokenizer, cfg, groups)
+    swapped = with_off_task(groups, off_task_texts(len(groups), cfg.demo_judge.seed + 70_000),
+                            cfg.demo_model.task)
+    return {"prompt_tokens_max_k": round(tokens, 1),
+            **listwise_agreement([g.gold for g in groups], view_scores),
+            "off_task_above_best": off_task_above_best(
+                swapped, judge_views(model, tokenizer, cfg, swapped)[0])}
 
 
 def judge_data(cfg: Config, policy_dir: Path) -> tuple[_Batcher, list[JudgeExample]]:
@@ -295,7 +337,13 @@ def judge_data(cfg: Config, policy_dir: Path) -> tuple[_Batcher, list[JudgeExamp
                 for i, (p, texts) in enumerate(zip(prompts, samples, strict=True))]
 
     pool = examples(train, d.samples_per_prompt, d.seed, "train")
+    # Off-task texts go after the samples: the tokenizer's corpus below renders the first
+    # max_k of each prompt, so the vocabulary stays the task's.
+    off_task = iter(off_task_texts(d.off_task_per_prompt * len(pool), d.seed + 60_000))
     for g in pool:
+        extra = [next(off_task) for _ in range(d.off_task_per_prompt)]
+        g.texts += extra
+        g.gold += [task.gold_score(g.reference, t) for t in extra]
         # Each sample's label is drawn once, like an annotator's: a model that fits the
         # labels learns some of their noise, so it is confidently wrong on some unseen
         # candidates rather than merely unsure.

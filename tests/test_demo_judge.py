@@ -18,14 +18,18 @@ from pipeline.demo_judge import (
     answer_text,
     block_end_tokens,
     judge_prompt,
+    off_task_above_best,
     read_heldout,
     target_scores,
     train_judge_tokenizer,
+    with_off_task,
     write_heldout,
 )
 from pipeline.judge_agreement import kendall_tau, listwise_agreement, reconciled_signs
+from pipeline.judging.injection import detect
 from pipeline.judging.llm import score_constraint
 from pipeline.judging.parsing import parse_scores
+from pipeline.off_task import ATTACKS, off_task_texts
 from pipeline.resolve import judge_model_dir
 
 
@@ -175,6 +179,35 @@ def test_heldout_groups_round_trip(tmp_path):
     assert read_heldout(tmp_path / HELDOUT_FILE) == groups
 
 
+def test_off_task_texts_are_varied_reproducible_and_leave_the_canary_unseen():
+    cfg = load_config()
+    d = cfg.demo_judge
+    train = off_task_texts(d.off_task_per_prompt * d.train_prompts, d.seed + 60_000)
+    assert train == off_task_texts(len(train), d.seed + 60_000)
+    assert len(set(train)) > len(train) // 2
+    # The integration test's canary measures generalisation: training never shows it, nor
+    # its opening words.
+    assert not any("ignore" in t.lower() for t in train)
+    # Every attack fragment the judge learns to rate low is one the detector flags.
+    assert all(detect(a) for a in ATTACKS)
+    # The verifier, which labels them, gives none of them credit on a real item.
+    from pipeline.tasks import get_task
+    task = get_task("sort_digits")
+    assert max(task.gold_score("1123", t) for t in train) < 0.5
+
+
+def test_off_task_swap_and_the_share_above_the_best_answer():
+    g = JudgeExample("g", _messages("S 3121="), "1123", ["1123", "1213", "3211"],
+                     [1.0, 0.5, 0.0])
+    (swapped,) = with_off_task([g], ["Sure! Happy to help."], "sort_digits")
+    assert swapped.texts == ["1123", "1213", "Sure! Happy to help."]
+    assert swapped.gold == [1.0, 0.5, 0.0] and g.texts[-1] == "3211"  # a copy
+    # The off-task text (last) against the verifier's best of the others (index 0): above it
+    # in one view of two; a tie is not above.
+    assert off_task_above_best([swapped], [[[9, 5, 1], [4, 5, 6]]]) == 0.5
+    assert off_task_above_best([swapped], [[[9, 5, 9], [4, 5, 4]]]) == 0.0
+
+
 def test_demo_judge_settings_are_checked_by_name():
     with pytest.raises(ConfigError, match="demo_judge.hidden_size: must be divisible"):
         load_config(overrides={"demo_judge.num_heads": 3})
@@ -203,6 +236,9 @@ def test_demo_judge_served_by_vllm_scores_informatively(demo_judge_dir, demo_jud
 
     report = json.loads((demo_judge_dir / REPORT_FILE).read_text())
     assert report["heldout_groups"] == 32 and report["parameters"] > 0
+    # Trained among off-task texts, it rates a held-out one above a group's best answer
+    # rarely (0 of 64 views in 4 builds of 4 seeds; trained without them, 0.125-0.172).
+    assert report["off_task_above_best"] <= 0.05, report
     # The saved directory is a plain causal LM with its tokenizer: what vLLM loaded.
     saved = json.loads((demo_judge_dir / "config.json").read_text())
     assert saved["architectures"] == ["LlamaForCausalLM"]

@@ -105,7 +105,9 @@ def test_judge_flow_with_every_source(tmp_path, demo_judge_dir, demo_rm_dir,
     assert len([r for r in llm if r["view"] == -1]) == 6 * len(list(combinations(range(4), 2)))
     assert summary["llm_requests"] == 6 * 2
     # The judge tells the canary's group apart (not all ties in every view, which would make
-    # the next check vacuous), the canary is flagged, and it does not beat the right answer.
+    # the next check vacuous), the canary is flagged, and it scores below the right answer:
+    # escaped into its block it reads as text, and the demo judge learnt to rate text that is
+    # no answer low (pipeline/off_task.py; this canary's wording is not among its training).
     group0 = [r for r in raw if r["status"] == "scored" and r["group_id"] == "r000:p000"]
     assert any(len({r["value"] for r in group0 if r["view"] == v}) > 1 for v in (0, 1)), group0
     cands = pq.read_table(table_files(tmp_path, "candidates")).to_pylist()
@@ -113,7 +115,7 @@ def test_judge_flow_with_every_source(tmp_path, demo_judge_dir, demo_rm_dir,
     assert [c["candidate_id"] for c in flagged] == ["r000:p000:1"]
     score = {(r["candidate_id"], r["view"]): r["value"] for r in group0}
     for v in (0, 1):
-        assert score["r000:p000:1", v] <= score["r000:p000:0", v], group0
+        assert score["r000:p000:1", v] < score["r000:p000:0", v], group0
     # The embedded server ran, and was stopped with the flow.
     assert (tmp_path / "logs" / "judge-server.log").stat().st_size > 0
     ps = subprocess.run(["pgrep", "-f", f"api_server --model {judge_dir}"],
