@@ -231,7 +231,8 @@ def _dispatch(args: argparse.Namespace) -> int:
                               f"the config points at {cfg.policy.model}")
         built = build_demo_models(str(workdir), args.config, overrides, force=args.force)
         if not set(built) - {"not_built"}:
-            built["kept"] = "the demo models exist (use --force to rebuild)"
+            built["kept"] = ("the demo models exist, built with these settings (use --force to "
+                             "rebuild)")
         _print(built)
         return 0
 

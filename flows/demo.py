@@ -12,7 +12,7 @@ from pathlib import Path
 
 from prefect import flow
 
-from pipeline import resolve
+from pipeline import demo_builds, resolve
 from pipeline.config import load_config
 from pipeline.demo_judge import build_demo_judge
 from pipeline.demo_model import build_demo_model
@@ -24,33 +24,36 @@ from pipeline.tasks.base import write_prompts_file
 @flow(name="build-demo-models", validate_parameters=False)
 def build_demo_models(workdir: str, config_path: str | None = None,
                       overrides: dict | None = None, force: bool = False) -> dict:
-    """Build whatever is missing (everything with ``force``); a rebuilt policy always gets
-    a rebuilt reward model and judge, since both are trained on the policy's samples. The
-    reward model and the judge are built only when the config's judging uses them
-    (``resolve.demo_judges_used``): a run judged by the verifier alone needs neither."""
+    """Build what ``demo_builds.build_plan`` says is missing or stale (everything with
+    ``force``), each followed by its record of settings. The reward model and the judge are
+    built only when the config's judging uses them: a run judged by the verifier alone needs
+    neither, and one trained for a policy that was just rebuilt is removed."""
     cfg = load_config(config_path, overrides)
     wd = Path(workdir)
     d = cfg.demo_model
-    prompts = wd / resolve.DEMO_PROMPTS
-    policy = wd / resolve.DEMO_POLICY_DIR
-    rm = wd / resolve.DEMO_RM_DIR
-    judge = wd / resolve.DEMO_JUDGE_DIR
-    used = resolve.demo_judges_used(cfg)
+    plan = demo_builds.build_plan(cfg, wd, force)
+    policy = demo_builds.artifact_path(wd, "policy")
     built: dict = {}
-    if force or not prompts.exists():
-        n = write_prompts_file(get_task(d.task), prompts, d.prompts_train, d.prompts_heldout,
-                               seed=cfg.prompts.seed)
-        built["prompts"] = {"path": str(prompts), "rows": n}
-    if force or not (policy / "config.json").exists():
-        built["policy"] = build_demo_model(cfg, policy).__dict__
-    if used["reward_model"] and ("policy" in built or not (rm / "config.json").exists()):
-        built["reward_model"] = build_demo_reward_model(cfg, policy, rm).__dict__
-    if used["judge"] and ("policy" in built or not (judge / "config.json").exists()):
-        built["judge"] = build_demo_judge(cfg, policy, judge).__dict__
-    for name, path in (("reward_model", rm), ("judge", judge)):
+    for name, why in plan.items():
+        path = demo_builds.artifact_path(wd, name)
+        if name == "prompts":
+            n = write_prompts_file(get_task(d.task), path, d.prompts_train, d.prompts_heldout,
+                                   seed=cfg.prompts.seed)
+            report = {"path": str(path), "rows": n}
+        elif name == "policy":
+            report = build_demo_model(cfg, path).__dict__
+        elif name == "reward_model":
+            report = build_demo_reward_model(cfg, policy, path).__dict__
+        else:
+            report = build_demo_judge(cfg, policy, path).__dict__
+        demo_builds.write_record(cfg, wd, name)
+        built[name] = {**report, "why": why}
+    used = resolve.demo_judges_used(cfg)
+    for name in demo_builds.TRAINED_ON_POLICY:
         if used[name]:
             continue
         built.setdefault("not_built", {})[name] = "the config's judging does not use it"
+        path = demo_builds.artifact_path(wd, name)
         if "policy" in built and path.exists():
             # trained on the old policy's samples: stale for the new one
             shutil.rmtree(path)

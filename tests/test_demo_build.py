@@ -1,11 +1,15 @@
 """`grpo build-demo-model` builds the demo's reward model and judge only where the config's
-judging uses them, and never leaves one trained for an older policy beside a rebuilt one; and
-the flows package gives Prefect's temporary server time to start on a busy machine."""
+judging uses them, never leaves one trained for an older policy beside a rebuilt one, and
+rebuilds what was built under other settings; and the flows package gives Prefect's
+temporary server time to start on a busy machine."""
 
 from __future__ import annotations
 
 import shutil
 
+import pytest
+
+from pipeline import demo_builds
 from pipeline.config import load_config
 from pipeline.resolve import DEMO_JUDGE_DIR, DEMO_POLICY_DIR, DEMO_RM_DIR, demo_judges_used
 
@@ -21,6 +25,61 @@ def test_the_demo_config_uses_both_demo_judges_and_others_need_neither():
     assert demo_judges_used(remote) == {"reward_model": False, "judge": False}
 
 
+def _fake_build(cfg, workdir, names=demo_builds.ORDER, record=True):
+    """Artifacts where the builders put them (content is not what the plan reads), each
+    with its record of settings unless ``record`` is false."""
+    for name in names:
+        path = demo_builds.artifact_path(workdir, name)
+        if name == "prompts":
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("{}\n")
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+            (path / "config.json").write_text("{}")
+        if record:
+            demo_builds.write_record(cfg, workdir, name)
+
+
+def test_the_plan_rebuilds_what_is_missing_or_built_under_other_settings(tmp_path):
+    cfg = load_config()
+    assert demo_builds.build_plan(cfg, tmp_path) == dict.fromkeys(demo_builds.ORDER, "missing")
+    _fake_build(cfg, tmp_path)
+    assert demo_builds.build_plan(cfg, tmp_path) == {}
+    assert demo_builds.build_plan(cfg, tmp_path, force=True) == \
+        dict.fromkeys(demo_builds.ORDER, "--force")
+
+    def plan(**sets):
+        return demo_builds.build_plan(load_config(overrides=sets), tmp_path)
+
+    # Each setting rebuilds what depends on it, and only that.
+    assert plan(**{"demo_judge.steps": 10}) == {"judge": "built with other settings: steps"}
+    assert plan(**{"llm_judge.score_high": 5}) == \
+        {"judge": "built with other settings: llm_judge.score_high"}
+    assert plan(**{"demo_model.rm_steps": 10}) == \
+        {"reward_model": "built with other settings: rm_steps"}
+    assert plan(**{"demo_model.prompts_train": 10}) == \
+        {"prompts": "built with other settings: prompts_train"}
+    rebuilt = plan(**{"demo_model.hidden_size": 64})
+    assert rebuilt == {"policy": "built with other settings: hidden_size",
+                       "reward_model": "trained on the policy, which is rebuilt",
+                       "judge": "trained on the policy, which is rebuilt"}
+    assert list(rebuilt) == ["policy", "reward_model", "judge"]  # build order
+    # Speed alone is no reason; a judge the judging does not use is not considered.
+    assert plan(**{"demo_model.threads": 1, "demo_judge.threads": 1}) == {}
+    assert plan(**{**VERIFIER_ONLY, "demo_model.hidden_size": 64}) == \
+        {"policy": "built with other settings: hidden_size"}
+
+
+def test_an_artifact_without_a_record_is_kept(tmp_path):
+    cfg = load_config()
+    _fake_build(cfg, tmp_path, record=False)
+    assert demo_builds.recorded(tmp_path, "judge") is None
+    assert demo_builds.build_plan(load_config(overrides={"demo_judge.steps": 10}),
+                                  tmp_path) == {}
+    with pytest.raises(ValueError, match="unknown demo artifact 'critic'"):
+        demo_builds.settings(cfg, "critic")
+
+
 def test_a_verifier_only_build_trains_no_judge_and_drops_stale_ones(tmp_path, demo_model_dir,
                                                                      prefect_harness):
     from flows.demo import build_demo_models
@@ -32,6 +91,15 @@ def test_a_verifier_only_build_trains_no_judge_and_drops_stale_ones(tmp_path, de
     assert set(built) == {"prompts", "not_built"}
     assert set(built["not_built"]) == {"reward_model", "judge"}
     assert not (kept / DEMO_RM_DIR).exists() and not (kept / DEMO_JUDGE_DIR).exists()
+    # What was built left its record: a second call builds nothing; other settings rebuild it.
+    cfg = load_config(overrides={**VERIFIER_ONLY, "demo_model.max_steps": 5})
+    assert demo_builds.recorded(kept, "prompts") == demo_builds.settings(cfg, "prompts")
+    assert set(build_demo_models(str(kept), None, {**VERIFIER_ONLY,
+                                                   "demo_model.max_steps": 5})) == {"not_built"}
+    again = build_demo_models(str(kept), None, {**VERIFIER_ONLY, "demo_model.max_steps": 5,
+                                                "demo_model.prompts_heldout": 32})
+    assert again["prompts"]["why"] == "built with other settings: prompts_heldout"
+    assert again["prompts"]["rows"] == load_config().demo_model.prompts_train + 32
 
     # A rebuilt policy makes the reward model and judge trained on the old one's samples
     # stale: unused ones are removed rather than left to be picked up by a later run.
@@ -46,6 +114,7 @@ def test_a_verifier_only_build_trains_no_judge_and_drops_stale_ones(tmp_path, de
     assert "removed" in built["not_built"]["reward_model"]
     assert not (rebuilt / DEMO_RM_DIR).exists() and not (rebuilt / DEMO_JUDGE_DIR).exists()
     assert (rebuilt / DEMO_POLICY_DIR / "config.json").is_file()
+    assert demo_builds.recorded(rebuilt, "policy")["max_steps"] == 5
 
 
 def test_flows_give_the_temporary_prefect_server_time_to_start_unless_the_user_says():

@@ -1,0 +1,101 @@
+"""What `grpo build-demo-model` must (re)build in a workdir, and the record each build leaves.
+
+The embedded default's artifacts (the prompts file, the policy, its reward model and judge)
+are ordinary files a later run picks up, so a changed ``[demo_model]`` or ``[demo_judge]``
+must not be answered with an artifact built under the old settings. Each build leaves a
+record of the settings it used (``demo_build_report.json``: a name the model fingerprint
+ignores, so the record never changes a model's identity); an artifact is rebuilt when it is
+missing, when its record differs from the config, or when the policy it was trained on was
+rebuilt. Settings that change speed only (``threads``) are not part of the record.
+
+An artifact without a record (built before records existed, or by calling a builder directly,
+as the test fixtures do) is kept: delete it, or pass ``--force``, to rebuild it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipeline import resolve
+from pipeline.atomic import write_text_atomic
+from pipeline.config import Config
+
+RECORD = "demo_build_report.json"
+ORDER = ("prompts", "policy", "reward_model", "judge")
+TRAINED_ON_POLICY = ("reward_model", "judge")
+_SPEED_ONLY = {"threads"}
+
+
+def artifact_path(workdir: Path, name: str) -> Path:
+    return Path(workdir) / {"prompts": resolve.DEMO_PROMPTS, "policy": resolve.DEMO_POLICY_DIR,
+                            "reward_model": resolve.DEMO_RM_DIR,
+                            "judge": resolve.DEMO_JUDGE_DIR}[name]
+
+
+def record_path(workdir: Path, name: str) -> Path:
+    path = artifact_path(workdir, name)
+    return path.with_name(path.name + "." + RECORD) if name == "prompts" else path / RECORD
+
+
+def settings(cfg: Config, name: str) -> dict:
+    """The config values the artifact's content depends on."""
+    m, j = cfg.demo_model, cfg.demo_judge
+    if name == "prompts":
+        return {"task": m.task, "prompts_train": m.prompts_train,
+                "prompts_heldout": m.prompts_heldout, "prompts.seed": cfg.prompts.seed}
+    if name == "policy":
+        skip = _SPEED_ONLY | {"prompts_train", "prompts_heldout", "rm_prompts", "rm_steps"}
+        return {**{k: v for k, v in m.model_dump().items() if k not in skip},
+                "prompts.seed": cfg.prompts.seed}
+    if name == "reward_model":
+        return {"task": m.task, "seed": m.seed, "rm_prompts": m.rm_prompts,
+                "rm_steps": m.rm_steps}
+    if name == "judge":
+        q = cfg.llm_judge
+        return {**{k: v for k, v in j.model_dump().items() if k not in _SPEED_ONLY},
+                "task": m.task, "llm_judge.score_low": q.score_low,
+                "llm_judge.score_high": q.score_high,
+                "generation.max_new_tokens": cfg.generation.max_new_tokens,
+                "generation.seed": cfg.generation.seed}
+    raise ValueError(f"unknown demo artifact {name!r}; known: {ORDER}")
+
+
+def recorded(workdir: Path, name: str) -> dict | None:
+    """The settings an artifact was built with, or None when it has no record."""
+    path = record_path(workdir, name)
+    return json.loads(path.read_text())["settings"] if path.is_file() else None
+
+
+def write_record(cfg: Config, workdir: Path, name: str) -> None:
+    write_text_atomic(json.dumps({"settings": settings(cfg, name)}, indent=1),
+                      record_path(workdir, name))
+
+
+def _exists(workdir: Path, name: str) -> bool:
+    path = artifact_path(workdir, name)
+    return path.is_file() if name == "prompts" else (path / "config.json").is_file()
+
+
+def _changed(old: dict, new: dict) -> list[str]:
+    return sorted(k for k in old.keys() | new.keys() if k in new and old.get(k) != new[k])
+
+
+def build_plan(cfg: Config, workdir: Path, force: bool = False) -> dict[str, str]:
+    """Artifact name -> why it is built, for those to build, in build order. Only the reward
+    model and judge the config's judging uses are considered (``resolve.demo_judges_used``)."""
+    used = resolve.demo_judges_used(cfg)
+    plan: dict[str, str] = {}
+    for name in ORDER:
+        if name in TRAINED_ON_POLICY and not used[name]:
+            continue
+        if force:
+            plan[name] = "--force"
+        elif not _exists(workdir, name):
+            plan[name] = "missing"
+        elif name in TRAINED_ON_POLICY and "policy" in plan:
+            plan[name] = "trained on the policy, which is rebuilt"
+        elif (old := recorded(workdir, name)) is not None and \
+                (keys := _changed(old, settings(cfg, name))):
+            plan[name] = "built with other settings: " + ", ".join(keys)
+    return plan
