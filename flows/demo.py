@@ -48,6 +48,10 @@ def build_demo_models(workdir: str, config_path: str | None = None,
             report = build_demo_judge(cfg, policy, path).__dict__
         demo_builds.write_record(cfg, wd, name)
         built[name] = {**report, "why": why}
+    if kept := demo_builds.unrecorded(cfg, wd, plan):
+        built["kept_without_record"] = {
+            name: "built before build records (or outside build-demo-model): its settings are "
+                  "unknown; --force rebuilds it" for name in kept}
     used = resolve.demo_judges_used(cfg)
     for name in demo_builds.TRAINED_ON_POLICY:
         if used[name]:

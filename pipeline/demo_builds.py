@@ -4,9 +4,12 @@ The embedded default's artifacts (the prompts file, the policy, its reward model
 are ordinary files a later run picks up, so a changed ``[demo_model]`` or ``[demo_judge]``
 must not be answered with an artifact built under the old settings. Each build leaves a
 record of the settings it used (``demo_build_report.json``: a name the model fingerprint
-ignores, so the record never changes a model's identity); an artifact is rebuilt when it is
-missing, when its record differs from the config, or when the policy it was trained on was
-rebuilt. Settings that change speed only (``threads``) are not part of the record.
+ignores, so the record never changes a model's identity), and the reward model's and judge's
+also the fingerprint of the policy whose samples trained them. An artifact is rebuilt when it
+is missing, when its record differs from the config, or when it was trained on another policy
+than the one there now (rebuilt in this call, or in an earlier one cut off before the reward
+model or judge was rebuilt). ``threads`` is not part of the record: it sets the speed and the
+float rounding, not the recipe.
 
 An artifact without a record (built before records existed, or by calling a builder directly,
 as the test fixtures do) is kept: delete it, or pass ``--force``, to rebuild it.
@@ -20,6 +23,7 @@ from pathlib import Path
 from pipeline import resolve
 from pipeline.atomic import write_text_atomic
 from pipeline.config import Config
+from pipeline.fingerprints import model_fingerprint
 
 RECORD = "demo_build_report.json"
 ORDER = ("prompts", "policy", "reward_model", "judge")
@@ -35,7 +39,8 @@ def artifact_path(workdir: Path, name: str) -> Path:
 
 def record_path(workdir: Path, name: str) -> Path:
     path = artifact_path(workdir, name)
-    return path.with_name(path.name + "." + RECORD) if name == "prompts" else path / RECORD
+    # Hidden beside the prompts file: a prompts.path glob over that folder must not read it.
+    return path.with_name(f".{path.name}.{RECORD}") if name == "prompts" else path / RECORD
 
 
 def settings(cfg: Config, name: str) -> dict:
@@ -56,20 +61,39 @@ def settings(cfg: Config, name: str) -> dict:
         return {**{k: v for k, v in j.model_dump().items() if k not in _SPEED_ONLY},
                 "task": m.task, "llm_judge.score_low": q.score_low,
                 "llm_judge.score_high": q.score_high,
-                "generation.max_new_tokens": cfg.generation.max_new_tokens,
-                "generation.seed": cfg.generation.seed}
+                # the policy's samples it trains on are this long; generation.seed only
+                # orders the report's views, so it is left out
+                "generation.max_new_tokens": cfg.generation.max_new_tokens}
     raise ValueError(f"unknown demo artifact {name!r}; known: {ORDER}")
 
 
 def recorded(workdir: Path, name: str) -> dict | None:
     """The settings an artifact was built with, or None when it has no record."""
+    record = _record(workdir, name)
+    return record["settings"] if record else None
+
+
+def _record(workdir: Path, name: str) -> dict | None:
     path = record_path(workdir, name)
-    return json.loads(path.read_text())["settings"] if path.is_file() else None
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _policy_fingerprint(workdir: Path) -> str:
+    return model_fingerprint(artifact_path(workdir, "policy"))
 
 
 def write_record(cfg: Config, workdir: Path, name: str) -> None:
-    write_text_atomic(json.dumps({"settings": settings(cfg, name)}, indent=1),
-                      record_path(workdir, name))
+    record: dict = {"settings": settings(cfg, name)}
+    if name in TRAINED_ON_POLICY:
+        record["policy"] = _policy_fingerprint(workdir)
+    write_text_atomic(json.dumps(record, indent=1), record_path(workdir, name))
+
+
+def unrecorded(cfg: Config, workdir: Path, plan: dict[str, str]) -> list[str]:
+    """Artifacts the plan keeps although nothing says what they were built with."""
+    used = resolve.demo_judges_used(cfg)
+    return [n for n in ORDER if n not in plan and (n not in TRAINED_ON_POLICY or used[n])
+            and _exists(workdir, n) and _record(workdir, n) is None]
 
 
 def _exists(workdir: Path, name: str) -> bool:
@@ -95,7 +119,10 @@ def build_plan(cfg: Config, workdir: Path, force: bool = False) -> dict[str, str
             plan[name] = "missing"
         elif name in TRAINED_ON_POLICY and "policy" in plan:
             plan[name] = "trained on the policy, which is rebuilt"
-        elif (old := recorded(workdir, name)) is not None and \
-                (keys := _changed(old, settings(cfg, name))):
+        elif (record := _record(workdir, name)) is None:
+            continue
+        elif keys := _changed(record["settings"], settings(cfg, name)):
             plan[name] = "built with other settings: " + ", ".join(keys)
+        elif name in TRAINED_ON_POLICY and record.get("policy") != _policy_fingerprint(workdir):
+            plan[name] = "trained on another policy than the one there now"
     return plan

@@ -59,8 +59,9 @@ class DemoJudgeReport:
     tie_share: float  # candidate pairs given equal scores within one view
     view_disagreement: float  # candidate pairs whose verdict differs between the two views
     gold_tie_share: float  # candidate pairs the verifier itself scores equal
-    # held-out groups with their last candidate swapped for an off-task text drawn apart
-    # from training's: views in which it scores above the group's best answer (by verifier)
+    # held-out groups with their last candidate swapped for an off-task text not among
+    # training's: views in which it scores above the group's best answer (by the verifier;
+    # groups where no other candidate has any credit are left out)
     off_task_above_best: float
     settings: dict  # the [demo_judge] section it was built with
 
@@ -290,10 +291,13 @@ def with_off_task(groups: list[JudgeExample], texts: list[str],
 
 def off_task_above_best(groups: list[JudgeExample], view_scores: list[list[list[int]]]) -> float:
     """Share of views in which the last candidate (the off-task text) scores strictly above
-    the candidate the verifier puts first among the others."""
+    the candidate the verifier puts first among the others; a group where none of the others
+    has any credit has no best answer and is left out."""
     wins = views = 0
     for g, per_view in zip(groups, view_scores, strict=True):
         best = max(range(len(g.texts) - 1), key=lambda c: g.gold[c])
+        if g.gold[best] <= 0:
+            continue
         for scores in per_view:
             views += 1
             wins += scores[-1] > scores[best]
@@ -302,15 +306,21 @@ def off_task_above_best(groups: list[JudgeExample], view_scores: list[list[list[
 
 def evaluate_judge(model, tokenizer, cfg: Config, groups: list[JudgeExample]) -> dict:
     """Tau with the verifier, ties and view disagreement over the two views of each held-out
-    group; then the same groups with one candidate swapped for an off-task text drawn with
-    another seed than training's (a text of one fragment may still be one it saw)."""
+    group; then the same groups with one candidate swapped for an off-task text that is not
+    among the training ones."""
     view_scores, tokens = judge_views(model, tokenizer, cfg, groups)
-    swapped = with_off_task(groups, off_task_texts(len(groups), cfg.demo_judge.seed + 70_000),
-                            cfg.demo_model.task)
+    unseen = off_task_texts(len(groups), cfg.demo_judge.seed + 70_000,
+                            exclude=frozenset(training_off_task_texts(cfg)))
+    swapped = with_off_task(groups, unseen, cfg.demo_model.task)
     return {"prompt_tokens_max_k": round(tokens, 1),
             **listwise_agreement([g.gold for g in groups], view_scores),
             "off_task_above_best": off_task_above_best(
                 swapped, judge_views(model, tokenizer, cfg, swapped)[0])}
+
+
+def training_off_task_texts(cfg: Config) -> list[str]:
+    d = cfg.demo_judge
+    return off_task_texts(d.off_task_per_prompt * d.train_prompts, d.seed + 60_000)
 
 
 def judge_data(cfg: Config, policy_dir: Path) -> tuple[_Batcher, list[JudgeExample]]:
@@ -339,7 +349,7 @@ def judge_data(cfg: Config, policy_dir: Path) -> tuple[_Batcher, list[JudgeExamp
     pool = examples(train, d.samples_per_prompt, d.seed, "train")
     # Off-task texts go after the samples: the tokenizer's corpus below renders the first
     # max_k of each prompt, so the vocabulary stays the task's.
-    off_task = iter(off_task_texts(d.off_task_per_prompt * len(pool), d.seed + 60_000))
+    off_task = iter(training_off_task_texts(cfg))
     for g in pool:
         extra = [next(off_task) for _ in range(d.off_task_per_prompt)]
         g.texts += extra

@@ -11,7 +11,13 @@ import pytest
 
 from pipeline import demo_builds
 from pipeline.config import load_config
-from pipeline.resolve import DEMO_JUDGE_DIR, DEMO_POLICY_DIR, DEMO_RM_DIR, demo_judges_used
+from pipeline.resolve import (
+    DEMO_JUDGE_DIR,
+    DEMO_POLICY_DIR,
+    DEMO_RM_DIR,
+    demo_judges_used,
+    prompt_files,
+)
 
 VERIFIER_ONLY = {"judging.sources": ["verifier"], "loop.gold": ""}
 
@@ -59,6 +65,10 @@ def test_the_plan_rebuilds_what_is_missing_or_built_under_other_settings(tmp_pat
         {"reward_model": "built with other settings: rm_steps"}
     assert plan(**{"demo_model.prompts_train": 10}) == \
         {"prompts": "built with other settings: prompts_train"}
+    assert plan(**{"generation.max_new_tokens": 7}) == \
+        {"judge": "built with other settings: generation.max_new_tokens"}
+    assert plan(**{"generation.seed": 7}) == {}  # orders the judge report's views only
+    assert set(plan(**{"prompts.seed": 7})) == {"prompts", "policy", "reward_model", "judge"}
     rebuilt = plan(**{"demo_model.hidden_size": 64})
     assert rebuilt == {"policy": "built with other settings: hidden_size",
                        "reward_model": "trained on the policy, which is rebuilt",
@@ -70,12 +80,36 @@ def test_the_plan_rebuilds_what_is_missing_or_built_under_other_settings(tmp_pat
         {"policy": "built with other settings: hidden_size"}
 
 
-def test_an_artifact_without_a_record_is_kept(tmp_path):
+def test_a_judge_trained_on_another_policy_is_rebuilt_after_a_cut_off_build(tmp_path):
+    cfg = load_config()
+    _fake_build(cfg, tmp_path)
+    # A build rebuilt the policy and was killed before the judge and reward model: their
+    # records still match the config, but not the policy now there.
+    policy = demo_builds.artifact_path(tmp_path, "policy")
+    (policy / "model.safetensors").write_bytes(b"new weights")
+    demo_builds.write_record(cfg, tmp_path, "policy")
+    stale = "trained on another policy than the one there now"
+    assert demo_builds.build_plan(cfg, tmp_path) == {"reward_model": stale, "judge": stale}
+    # The record names only what the fingerprint ignores: writing it changes nothing.
+    demo_builds.write_record(cfg, tmp_path, "judge")
+    demo_builds.write_record(cfg, tmp_path, "reward_model")
+    assert demo_builds.build_plan(cfg, tmp_path) == {}
+
+
+def test_an_artifact_without_a_record_is_kept_and_named(tmp_path):
     cfg = load_config()
     _fake_build(cfg, tmp_path, record=False)
     assert demo_builds.recorded(tmp_path, "judge") is None
-    assert demo_builds.build_plan(load_config(overrides={"demo_judge.steps": 10}),
-                                  tmp_path) == {}
+    changed = load_config(overrides={"demo_judge.steps": 10})
+    assert demo_builds.build_plan(changed, tmp_path) == {}
+    assert demo_builds.unrecorded(changed, tmp_path, {}) == list(demo_builds.ORDER)
+    assert demo_builds.unrecorded(load_config(overrides=VERIFIER_ONLY), tmp_path,
+                                  {"prompts": "missing"}) == ["policy"]
+    # The prompts record is hidden, so a prompts.path glob over the folder finds prompts only.
+    demo_builds.write_record(cfg, tmp_path, "prompts")
+    folder = demo_builds.artifact_path(tmp_path, "prompts").parent
+    globbed = load_config(overrides={"prompts.path": str(folder / "*")})
+    assert [p.name for p in prompt_files(globbed, tmp_path)] == ["demo-prompts.jsonl"]
     with pytest.raises(ValueError, match="unknown demo artifact 'critic'"):
         demo_builds.settings(cfg, "critic")
 
@@ -88,14 +122,15 @@ def test_a_verifier_only_build_trains_no_judge_and_drops_stale_ones(tmp_path, de
     kept = tmp_path / "kept"
     shutil.copytree(demo_model_dir, kept / DEMO_POLICY_DIR)
     built = build_demo_models(str(kept), None, {**VERIFIER_ONLY, "demo_model.max_steps": 5})
-    assert set(built) == {"prompts", "not_built"}
+    assert set(built) == {"prompts", "not_built", "kept_without_record"}
+    assert set(built["kept_without_record"]) == {"policy"}  # copied in, so no record
     assert set(built["not_built"]) == {"reward_model", "judge"}
     assert not (kept / DEMO_RM_DIR).exists() and not (kept / DEMO_JUDGE_DIR).exists()
     # What was built left its record: a second call builds nothing; other settings rebuild it.
     cfg = load_config(overrides={**VERIFIER_ONLY, "demo_model.max_steps": 5})
     assert demo_builds.recorded(kept, "prompts") == demo_builds.settings(cfg, "prompts")
-    assert set(build_demo_models(str(kept), None, {**VERIFIER_ONLY,
-                                                   "demo_model.max_steps": 5})) == {"not_built"}
+    assert set(build_demo_models(str(kept), None, {**VERIFIER_ONLY, "demo_model.max_steps": 5})) \
+        == {"not_built", "kept_without_record"}
     again = build_demo_models(str(kept), None, {**VERIFIER_ONLY, "demo_model.max_steps": 5,
                                                 "demo_model.prompts_heldout": 32})
     assert again["prompts"]["why"] == "built with other settings: prompts_heldout"

@@ -22,6 +22,7 @@ from pipeline.demo_judge import (
     read_heldout,
     target_scores,
     train_judge_tokenizer,
+    training_off_task_texts,
     with_off_task,
     write_heldout,
 )
@@ -180,20 +181,26 @@ def test_heldout_groups_round_trip(tmp_path):
 
 
 def test_off_task_texts_are_varied_reproducible_and_leave_the_canary_unseen():
+    from pipeline.tasks import get_task
+
     cfg = load_config()
-    d = cfg.demo_judge
-    train = off_task_texts(d.off_task_per_prompt * d.train_prompts, d.seed + 60_000)
-    assert train == off_task_texts(len(train), d.seed + 60_000)
+    train = training_off_task_texts(cfg)
+    assert len(train) == cfg.demo_judge.off_task_per_prompt * cfg.demo_judge.train_prompts
+    assert train == training_off_task_texts(cfg)
     assert len(set(train)) > len(train) // 2
-    # The integration test's canary measures generalisation: training never shows it, nor
-    # its opening words.
-    assert not any("ignore" in t.lower() for t in train)
+    # The integration test's canary measures generalisation: neither its opening words nor
+    # its fake verdict's key are ever shown in training.
+    assert not any("ignore" in t.lower() or '"scores"' in t for t in train)
     # Every attack fragment the judge learns to rate low is one the detector flags.
     assert all(detect(a) for a in ATTACKS)
-    # The verifier, which labels them, gives none of them credit on a real item.
-    from pipeline.tasks import get_task
+    # The verifier, which labels them, gives none of them credit on real items.
     task = get_task("sort_digits")
-    assert max(task.gold_score("1123", t) for t in train) < 0.5
+    references = [p.reference for p in task.prompts("train", 20, seed=3)]
+    assert {task.gold_score(r, t) for r in references for t in train} == {0.0}
+    # Held-out texts avoid the training ones (drawn plainly, a third of them would repeat).
+    held = off_task_texts(256, 70_000, exclude=frozenset(train))
+    assert len(held) == 256 and not set(held) & set(train)
+    assert sum(t in set(train) for t in off_task_texts(256, 70_000)) > 256 // 4
 
 
 def test_off_task_swap_and_the_share_above_the_best_answer():
@@ -206,6 +213,10 @@ def test_off_task_swap_and_the_share_above_the_best_answer():
     # in one view of two; a tie is not above.
     assert off_task_above_best([swapped], [[[9, 5, 1], [4, 5, 6]]]) == 0.5
     assert off_task_above_best([swapped], [[[9, 5, 9], [4, 5, 4]]]) == 0.0
+    # A group whose other candidates all lack credit has no best answer to beat.
+    hopeless = JudgeExample("h", _messages("S 3121="), "1123", ["9", "99", "x"], [0.0] * 3)
+    assert off_task_above_best([swapped, hopeless], [[[9, 5, 1], [4, 5, 6]],
+                                                     [[0, 0, 9], [0, 0, 9]]]) == 0.5
 
 
 def test_demo_judge_settings_are_checked_by_name():
@@ -237,7 +248,7 @@ def test_demo_judge_served_by_vllm_scores_informatively(demo_judge_dir, demo_jud
     report = json.loads((demo_judge_dir / REPORT_FILE).read_text())
     assert report["heldout_groups"] == 32 and report["parameters"] > 0
     # Trained among off-task texts, it rates a held-out one above a group's best answer
-    # rarely (0 of 64 views in 4 builds of 4 seeds; trained without them, 0.125-0.172).
+    # rarely (in no view in each of 3 builds, seeds 0-2; trained without them: 0.078-0.203).
     assert report["off_task_above_best"] <= 0.05, report
     # The saved directory is a plain causal LM with its tokenizer: what vLLM loaded.
     saved = json.loads((demo_judge_dir / "config.json").read_text())
