@@ -23,7 +23,7 @@ from pathlib import Path
 from pipeline import resolve
 from pipeline.atomic import write_text_atomic
 from pipeline.config import Config
-from pipeline.fingerprints import model_fingerprint
+from pipeline.fingerprints import default_cache, model_fingerprint
 
 RECORD = "demo_build_report.json"
 ORDER = ("prompts", "policy", "reward_model", "judge")
@@ -79,7 +79,9 @@ def _record(workdir: Path, name: str) -> dict | None:
 
 
 def _policy_fingerprint(workdir: Path) -> str:
-    return model_fingerprint(artifact_path(workdir, "policy"))
+    # Through the workdir's fingerprint cache, as generation and judging read it: the
+    # policy's files are hashed once, not once per plan, record and round.
+    return model_fingerprint(artifact_path(workdir, "policy"), default_cache(workdir))
 
 
 def write_record(cfg: Config, workdir: Path, name: str) -> None:
@@ -89,11 +91,17 @@ def write_record(cfg: Config, workdir: Path, name: str) -> None:
     write_text_atomic(json.dumps(record, indent=1), record_path(workdir, name))
 
 
+def _considered(cfg: Config) -> list[str]:
+    """The artifacts the config needs, in build order: the reward model and judge only
+    where its judging uses them (``resolve.demo_judges_used``)."""
+    used = resolve.demo_judges_used(cfg)
+    return [n for n in ORDER if n not in TRAINED_ON_POLICY or used[n]]
+
+
 def unrecorded(cfg: Config, workdir: Path, plan: dict[str, str]) -> list[str]:
     """Artifacts the plan keeps although nothing says what they were built with."""
-    used = resolve.demo_judges_used(cfg)
-    return [n for n in ORDER if n not in plan and (n not in TRAINED_ON_POLICY or used[n])
-            and _exists(workdir, n) and _record(workdir, n) is None]
+    return [n for n in _considered(cfg) if n not in plan and _exists(workdir, n)
+            and _record(workdir, n) is None]
 
 
 def _exists(workdir: Path, name: str) -> bool:
@@ -102,17 +110,16 @@ def _exists(workdir: Path, name: str) -> bool:
 
 
 def _changed(old: dict, new: dict) -> list[str]:
-    return sorted(k for k in old.keys() | new.keys() if k in new and old.get(k) != new[k])
+    """Settings of ``new`` that ``old`` lacks or holds otherwise (ones since dropped from the
+    config do not count)."""
+    return sorted(k for k, v in new.items() if old.get(k) != v)
 
 
 def build_plan(cfg: Config, workdir: Path, force: bool = False) -> dict[str, str]:
     """Artifact name -> why it is built, for those to build, in build order. Only the reward
     model and judge the config's judging uses are considered (``resolve.demo_judges_used``)."""
-    used = resolve.demo_judges_used(cfg)
     plan: dict[str, str] = {}
-    for name in ORDER:
-        if name in TRAINED_ON_POLICY and not used[name]:
-            continue
+    for name in _considered(cfg):
         if force:
             plan[name] = "--force"
         elif not _exists(workdir, name):
