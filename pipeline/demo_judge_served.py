@@ -2,8 +2,8 @@
 server (the embedded ``judge_endpoint``), asked through ``LLMJudge`` with the configured
 constrained decoding, on the held-out groups its build saved.
 
-The build's own figures come from transformers in float32; serving (bfloat16, vLLM's
-kernels and grammar backend) can pick other digits where two are nearly tied, so the served
+The build's own figures come from transformers in float32; serving (``policy.dtype``,
+vLLM's kernels and grammar backend) can pick other digits where two are nearly tied, so the served
 figures are the ones that describe what the audit will see. They are added to the report
 under ``served``.
 
@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pipeline.config import Config, ConfigError, load_config
 from pipeline.demo_judge import HELDOUT_FILE, REPORT_FILE, read_heldout
+from pipeline.hardware import engine_dtype
 from pipeline.judge_agreement import listwise_agreement
 from pipeline.judging.groups import JudgeGroup
 
@@ -68,7 +69,7 @@ def measure_served(cfg: Config, judge_dir: Path, workdir: Path) -> dict:
     with judge_endpoint(cfg, workdir) as (url, model):
         served = time.perf_counter()
         figures = served_agreement(connect_llm_judge(cfg, url, model), groups, gold)
-    figures.update(structured=cfg.llm_judge.structured, dtype=cfg.policy.dtype,
+    figures.update(structured=cfg.llm_judge.structured, dtype=engine_dtype(cfg.policy.dtype),
                    server_start_s=round(served - started, 1),
                    judging_s=round(time.perf_counter() - served, 1))
     report = json.loads(report_path.read_text())

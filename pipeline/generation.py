@@ -28,6 +28,7 @@ from pipeline.atomic import read_parquet_checked, write_parquet_atomic
 from pipeline.chat import PromptRenderer
 from pipeline.config import Config, ConfigError, stable_hash
 from pipeline.fingerprints import default_cache, model_fingerprint
+from pipeline.hardware import engine_dtype, has_cuda
 from pipeline.judging.injection import detect as detect_injection
 from pipeline.prompts import PromptSet, load_prompt_set, round_rows
 from pipeline.resolve import prompt_files
@@ -36,15 +37,6 @@ from pipeline.schema import CANDIDATES, PROMPTS
 from pipeline.store import candidate_id, group_id, prompts_path, round_dir, shard_path
 
 SAMPLING_FIELDS = ("k", "temperature", "top_p", "max_new_tokens", "seed", "shard_size")
-
-
-def has_cuda() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except Exception:  # noqa: BLE001 - a broken torch simply means "no GPU here"
-        return False
 
 
 def configure_cpu_engine(kv_cache_gib: float) -> None:
@@ -167,7 +159,8 @@ class ShardResult:
 def engine_kwargs(model_path: Path, cfg: Config) -> dict:
     """What ``vllm.LLM`` is built with: dtype, batching, parallelism and memory settings."""
     g = cfg.generation
-    kwargs = dict(model=str(model_path), dtype=cfg.policy.dtype, enforce_eager=g.enforce_eager,
+    kwargs = dict(model=str(model_path), dtype=engine_dtype(cfg.policy.dtype),
+                  enforce_eager=g.enforce_eager,
                   enable_prefix_caching=True, max_num_seqs=g.max_num_seqs, seed=g.seed,
                   tensor_parallel_size=g.tensor_parallel_size,
                   pipeline_parallel_size=g.pipeline_parallel_size,

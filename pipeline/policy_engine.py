@@ -35,7 +35,8 @@ from pathlib import Path
 from pipeline.chat import TOKENIZER_FILES
 from pipeline.config import Config
 from pipeline.fingerprints import default_cache, model_fingerprint
-from pipeline.generation import VLLMGroupSampler, has_cuda
+from pipeline.generation import VLLMGroupSampler
+from pipeline.hardware import has_cuda
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pipeline.config import Config, ConfigError, stable_hash
 from pipeline.fingerprints import default_cache, model_fingerprint
+from pipeline.hardware import engine_dtype
 from pipeline.judging.naming import ensemble_members, ensemble_name, verifier_name
 from pipeline.judging.prompts import template
 from pipeline.resolve import judge_model_dir, resolve_reward_models
@@ -63,7 +64,10 @@ def configured_sources(cfg: Config, workdir: Path) -> list[SourceSpec]:
 def llm_spec(cfg: Config, workdir: Path) -> SourceSpec:
     q = cfg.llm_judge
     model_dir = judge_model_dir(cfg, workdir)
-    identity = {"model_content": model_fingerprint(model_dir, default_cache(workdir))} \
+    # An embedded judge is served here in policy.dtype, resolved for this machine: another
+    # precision can break near-ties the other way, so it is part of what judged.
+    identity = {"model_content": model_fingerprint(model_dir, default_cache(workdir)),
+                "dtype": engine_dtype(cfg.policy.dtype)} \
         if model_dir else {"base_url": q.base_url.rstrip("/"), "model": q.model}
     settings = q.model_dump(include={"api", "mode", "views", "score_low", "score_high",
                                      "structured", "temperature", "max_tokens"})
@@ -89,7 +93,8 @@ def judge_endpoint(cfg: Config, workdir: Path) -> Iterator[tuple[str, str]]:
         return
     log = Path(workdir) / "logs" / "judge-server.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    with vllm_server(model_dir, "embedded-judge", q.port, log, dtype=cfg.policy.dtype) as url:
+    with vllm_server(model_dir, "embedded-judge", q.port, log,
+                     dtype=engine_dtype(cfg.policy.dtype)) as url:
         yield url, "embedded-judge"
 
 
