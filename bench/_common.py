@@ -25,6 +25,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from pipeline.hardware import cpu_flags, engine_dtype
+
 # CPU features that decide which kernels torch (oneDNN) and vLLM use on x86.
 TORCH_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16",
                    "amx_tile", "amx_bf16", "amx_int8")
@@ -35,9 +37,7 @@ def machine(packages: tuple[str, ...] = ("torch",)) -> dict[str, Any]:
     cpuinfo = _read("/proc/cpuinfo")
     model = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines()
                   if ln.startswith("model name")), platform.processor() or "unknown")
-    flags_line = next((ln.split(":", 1)[1] for ln in cpuinfo.splitlines()
-                       if ln.startswith("flags")), "")
-    flags = set(flags_line.split())
+    flags = cpu_flags()
     mem_kb = next((int(ln.split()[1]) for ln in _read("/proc/meminfo").splitlines()
                    if ln.startswith("MemTotal:")), 0)
     versions = {}
@@ -48,6 +48,8 @@ def machine(packages: tuple[str, ...] = ("torch",)) -> dict[str, Any]:
             pass
     return {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        # what policy.dtype = "auto" picks here (float32 where bf16 would be emulated)
+        "engine_dtype": engine_dtype("auto"),
         "cores": os.cpu_count(), "cores_usable": len(os.sched_getaffinity(0)),
         "cpu": model, "cpu_flags": [f for f in TORCH_CPU_FLAGS if f in flags],
         "memory_gib": round(mem_kb / 2**20, 1), "python": platform.python_version(),
@@ -56,10 +58,12 @@ def machine(packages: tuple[str, ...] = ("torch",)) -> dict[str, Any]:
 
 def print_machine(info: dict[str, Any]) -> None:
     others = ", ".join(f"{k} {v}" for k, v in info.items() if k not in {
-        "date", "cores", "cores_usable", "cpu", "cpu_flags", "memory_gib", "load_average_1min"})
+        "date", "cores", "cores_usable", "cpu", "cpu_flags", "memory_gib", "load_average_1min",
+        "engine_dtype"})
     print(f"date: {info['date']}")
     print(f"machine: {info['cores']} cores ({info['cores_usable']} usable), {info['cpu']}, "
-          f"{info['memory_gib']} GiB; flags: {' '.join(info['cpu_flags']) or 'none of note'}; "
+          f"{info['memory_gib']} GiB; flags: {' '.join(info['cpu_flags']) or 'none of note'} "
+          f"(policy.dtype auto = {info['engine_dtype']}); "
           f"load average {info['load_average_1min']} at start")
     print(f"software: {others}")
 

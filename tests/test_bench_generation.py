@@ -37,7 +37,13 @@ def test_quick_mode_runs_end_to_end_and_ends_with_one_json_line(tmp_path):
                               str(tmp_path / "bench"), tmp_path=tmp_path, timeout=600)
     assert record["quick"] is True
     n, k, max_new = record["prompts"], record["k"], record["max_new_tokens"]
-    for name in ("pipeline", "bare_vllm", "hf_float32", "hf_bfloat16"):
+    # Both HF dtypes were tried; one that lost by over 2x in the selection pass is left out
+    # of the repetitions (and named), the rest are timed in each.
+    assert {s["dtype"] for s in record["hf_selection"]} == {"float32", "bfloat16"}
+    timed = [f"hf_{d}" for d in ("float32", "bfloat16") if d not in record["hf_left_out"]]
+    assert f"hf_{record['hf_best']}" in timed
+    assert {n for n in record["tokens"] if n.startswith("hf_")} == set(timed)
+    for name in ("pipeline", "bare_vllm", *timed):
         assert 0 < record["tokens"][name] <= n * k * max_new
         stat = record["tokens_per_s"][name]
         assert stat["n"] == record["reps"] and 0 < stat["min"] <= stat["median"] <= stat["max"]
