@@ -2,7 +2,7 @@
 with --sweep, each vLLM engine setting against the default on this CPU.
 
 The model is the demo architecture (its tokenizer and chat template, two stop ids) scaled to
-a size where decoding is the cost: 768 hidden x 12 layers, ~85M parameters, random weights.
+a size where decoding is the cost: 768 hidden x 12 layers, 113M parameters, random weights.
 The prompts are the demo task's, rendered through the chat template exactly as a round
 renders them (``pipeline.generation.plan_round``). All three contenders sample k candidates
 per prompt with the round's per-prompt seeds, temperature, top_p and stop ids:
@@ -127,7 +127,8 @@ def prepare(workdir: Path, n_prompts: int, k: int, max_new: int, hidden: int,
     plan = plan_round(wd, cfg, 0, policy)
     params = json.loads((policy / "config.json").read_text())
     h, n_layers, vocab = params["hidden_size"], params["num_hidden_layers"], params["vocab_size"]
-    parameters = n_layers * 12 * h * h + vocab * h  # attention 4h^2 + MLP 8h^2, tied embeddings
+    # attention 4h^2 + the gated MLP's three h x intermediate matrices; tied embeddings
+    parameters = n_layers * (4 * h * h + 3 * h * params["intermediate_size"]) + vocab * h
     seeds = [prompt_seed(cfg.generation.seed, 0, p["prompt_id"]) for p in plan.train]
     return Workload(wd, cfg, policy, plan, parameters, seeds)
 
