@@ -206,7 +206,8 @@ class JudgingConfig(Section):
 
 
 # Measured on the demo judge served by vLLM on 2 cores (2026-12-04): 16 requests in flight
-# judged 2.89x the groups/s of 4 (64: 2.85x, noisier), with identical scores.
+# judged 2.89x (1.91-3.09, 3 interleaved reps) the groups/s of 4 (64: 2.85x, noisier), with
+# identical scores.
 EMBEDDED_JUDGE_CONCURRENCY = 16
 
 
