@@ -37,7 +37,7 @@ def engine_dtype(setting: str) -> str:
     older ones) and on a CPU with native bfloat16 (AVX-512 BF16 or AMX); float32 on any other
     CPU. Measured with bare vLLM calls on a 2-core AVX2 EPYC (bench/generation.py's sweep,
     2026-12-04): float32 generated 1.70x the tokens/s of bfloat16 at the demo's size and
-    6.85x at ~85M parameters."""
+    6.85x at 113M parameters."""
     if setting != "auto":
         return setting
     if has_cuda():

@@ -42,7 +42,7 @@ def test_quick_mode_runs_end_to_end_and_ends_with_one_json_line(tmp_path):
     assert {s["dtype"] for s in record["hf_selection"]} == {"float32", "bfloat16"}
     timed = [f"hf_{d}" for d in ("float32", "bfloat16") if d not in record["hf_left_out"]]
     assert f"hf_{record['hf_best']}" in timed
-    assert {n for n in record["tokens"] if n.startswith("hf_")} == set(timed)
+    assert {name for name in record["tokens"] if name.startswith("hf_")} == set(timed)
     for name in ("pipeline", "bare_vllm", *timed):
         assert 0 < record["tokens"][name] <= n * k * max_new
         stat = record["tokens_per_s"][name]
