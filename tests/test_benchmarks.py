@@ -26,3 +26,22 @@ def test_consensus_benchmark_quick_mode(style):
     assert record["peak_rss_ratio"]["n"] >= 3
     assert set(record["audit"]["query_s"]) == {q.name for q in list_queries()}
     assert record["audit"]["slowest"] in record["audit"]["query_s"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("style", ["module", "script"])
+def test_demo_judge_benchmark_quick_mode(style, demo_model_dir, tmp_path):
+    # As a module on the session's demo policy; as a script building its own.
+    policy = ["--policy", str(demo_model_dir)] if style == "module" else []
+    record, lines = run_benchmark("demo_judge", "--quick", "--workdir", str(tmp_path), *policy,
+                                  script=style == "script", timeout=300)
+    assert record["quick"] is True and record["steps"] == 2
+    assert (tmp_path / "demo-policy" / "config.json").exists() == (style == "script")
+    # The same gradient and the same scores either way; each way timed.
+    assert record["max_grad_diff"] < 1e-4
+    assert record["groups_scored_differently"] == 0 and record["groups"] == 16
+    for key in ("step_s", "scoring_s"):
+        assert all(stat["n"] == 1 and stat["median"] > 0 for stat in record[key].values())
+    pads = record["padding_share"]
+    assert 0 <= pads["length_buckets"] <= pads["padded"] < 1
+    assert any(line.startswith("training step: one padded batch") for line in lines)

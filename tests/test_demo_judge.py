@@ -15,9 +15,16 @@ from pipeline.demo_judge import (
     HELDOUT_FILE,
     REPORT_FILE,
     JudgeExample,
+    _accumulate_step,
+    _AuxHeads,
+    _Batcher,
+    _train_step,
     answer_text,
     block_end_tokens,
+    constrained_greedy_scores,
     judge_prompt,
+    length_buckets,
+    new_judge_model,
     off_task_above_best,
     read_heldout,
     target_scores,
@@ -171,6 +178,104 @@ def test_block_ends_point_at_each_closing_tag():
         assert seen.count("</candidate") == j + 1 and groups[0][j] in seen
     with pytest.raises(ValueError, match="rendered 4 </candidate> tags for 3"):
         block_end_tokens(prompts[0], enc["offset_mapping"], 3)
+    # The same tokens as the definition's linear scan, on every prompt (the first token
+    # whose span holds the tag's '<').
+    for prompt in prompts:
+        offsets = tok(prompt, return_offsets_mapping=True)["offset_mapping"]
+        starts = [i for i in range(len(prompt)) if prompt.startswith("</candidate>", i)]
+        assert block_end_tokens(prompt, offsets, 4) == [
+            next(t for t, (a, b) in enumerate(offsets) if a <= c < b) for c in starts]
+
+
+def _brute_force_buckets(lengths, overhead):
+    """The cheapest split of the sorted rows into contiguous runs, by trying every one."""
+    from itertools import product
+
+    ordered = sorted(lengths)
+    best = None
+    for cuts in product([False, True], repeat=len(ordered) - 1):
+        cost, start = 0, 0
+        for i, cut in enumerate([*cuts, True]):
+            if cut:
+                cost += (i + 1 - start) * ordered[i] + overhead
+                start = i + 1
+        best = cost if best is None else min(best, cost)
+    return best
+
+
+def test_length_buckets_split_rows_at_least_cost():
+    rng = random.Random(3)
+    for _ in range(200):
+        lengths = [rng.choice([rng.randint(20, 40), rng.randint(60, 200)])
+                   for _ in range(rng.randint(1, 9))]
+        overhead = rng.choice([0, 30, 150, 10_000])
+        buckets = length_buckets(lengths, overhead)
+        assert sorted(r for b in buckets for r in b) == list(range(len(lengths)))
+        # Runs of the rows sorted by length, in order.
+        flat = [lengths[r] for b in buckets for r in b]
+        assert flat == sorted(lengths)
+        cost = sum(len(b) * max(lengths[r] for r in b) + overhead for b in buckets)
+        assert cost == _brute_force_buckets(lengths, overhead)
+    assert len(length_buckets([30] * 8 + [180] * 8, 150)) == 2  # two lengths, two buckets
+    assert length_buckets([30, 180], 10_000) == [[0, 1]]  # overhead too high to split
+
+
+def _tiny_judge(seed: int = 0):
+    """An untrained judge with its tokenizer and a training pool whose groups mix short
+    digit answers with a long off-task text, as the build's do."""
+    import torch
+
+    cfg = load_config(overrides={"demo_judge.hidden_size": 64, "demo_judge.num_heads": 2,
+                                 "demo_judge.intermediate_size": 128,
+                                 "demo_judge.max_k": 4, "demo_judge.batch_size": 12})
+    q = cfg.llm_judge
+    rng = random.Random(seed)
+    groups = _groups(rng, n=24, k=6)
+    off_task = [" ".join([t] * 4) for t in off_task_texts(24, seed)]  # long rows
+    pool = [JudgeExample(f"g{i}", _messages(f"S {g[0]}="), g[0], g[:5] + [off_task[i]],
+                         [1.0] * 6, [rng.randint(0, 9) for _ in range(6)])
+            for i, g in enumerate(groups)]
+    prompts = [judge_prompt(e.messages, e.texts, q) for e in pool]
+    tok = train_judge_tokenizer(prompts + [answer_text(e.labels) for e in pool], 600)
+    torch.manual_seed(seed)
+    return cfg, new_judge_model(cfg, tok), tok, _Batcher(cfg, pool, tok, rng)
+
+
+def test_length_buckets_give_the_whole_batch_gradient():
+    import torch
+
+    cfg, model, _, batcher = _tiny_judge()
+    d = cfg.demo_judge
+    aux = _AuxHeads(d.hidden_size, 10, d.max_k)
+    params = [*model.parameters(), *aux.parameters()]
+    for _ in range(3):
+        batch = batcher.batch(d.batch_size)
+        lengths = batch.attention_mask.sum(1).tolist()
+        assert len(length_buckets(lengths)) > 1, "the batch must be split for this to test it"
+        model.zero_grad(set_to_none=True)
+        aux.zero_grad(set_to_none=True)
+        main, aux_loss = _train_step(model, aux, batch, d.num_layers - 1)
+        (main + aux_loss).backward()
+        whole = [p.grad.clone() for p in params]
+        model.zero_grad(set_to_none=True)
+        aux.zero_grad(set_to_none=True)
+        bucketed_main = _accumulate_step(model, aux, batch, d.num_layers - 1)
+        assert bucketed_main == pytest.approx(main.item(), rel=1e-5)
+        for a, p in zip(whole, params, strict=True):
+            torch.testing.assert_close(p.grad, a, rtol=1e-4, atol=1e-6)
+
+
+def test_cached_scoring_picks_what_rereading_the_prompt_picks():
+    from bench.demo_judge import rescored_greedy_scores
+
+    cfg, model, tok, batcher = _tiny_judge(seed=1)
+    model.eval()
+    q = cfg.llm_judge
+    prompts = [judge_prompt(e.messages, e.texts[:4], q) for e in batcher.pool]
+    cached = constrained_greedy_scores(model, tok, prompts, 4, 0, 9)
+    assert cached == rescored_greedy_scores(model, tok, prompts, 4, 0, 9)
+    assert len({tuple(s) for s in cached}) > 1, "an untrained judge still scores groups apart"
+    assert all(0 <= s <= 9 for row in cached for s in row)
 
 
 def test_heldout_groups_round_trip(tmp_path):
