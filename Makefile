@@ -34,6 +34,8 @@ bench:
 	$(BIN)/python -m bench.judging
 	$(BIN)/python -m bench.seed_table
 	$(BIN)/python -m bench.loop_engine
+	$(BIN)/python -m bench.demo_judge
+	$(BIN)/python -m bench.judge_start
 
 # The seed's claims with 95% intervals (bench/evidence.py): up to an hour on 2 cores; every
 # stage is kept in runs/evidence, so running it again resumes where it stopped.

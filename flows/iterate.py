@@ -113,6 +113,8 @@ def iterate_flow(workdir: str, config_path: str | None = None, overrides: dict |
     notes: list[str] = []
     stopped_at = None
     with SharedEndpoint(cfg, wd) as endpoint, PolicyEngine(cfg, wd) as engines:
+        if first < target:  # a round to judge ahead
+            endpoint.start_early()
         stopped_at = _rounds(wd, cfg, first, target, endpoint, engines, notes)
     rebuild(wd)
     evals = read_evals(wd)

@@ -236,6 +236,10 @@ class LLMJudgeConfig(Section):
     timeout_s: float = Field(30.0, gt=0, description="per request")
     max_backoff_s: float = Field(30.0, ge=0, description="longest wait between attempts")
     port: int = Field(0, description="embedded server port; 0 = any free port")
+    start_early: bool = Field(True, description=(
+        "embedded: `grpo iterate` starts the judge's server with the loop, so that its "
+        "start-up overlaps the policy engine's and the first generation; false: at the "
+        "first judge stage"))
     name: str = Field("judge", description="source name: llm:NAME")
 
     @model_validator(mode="before")

@@ -11,9 +11,10 @@ from itertools import combinations
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config import ConfigError
+from pipeline.config import ConfigError, load_config
 from pipeline.judging.reward_model import RewardModelScorer, combine_scores
 from pipeline.judging.server import free_port
+from pipeline.judging.sources import SharedEndpoint
 from pipeline.store import table_files
 from tests.judge_helpers import write_round
 
@@ -61,7 +62,7 @@ def test_reward_model_ensembles():
 @pytest.mark.slow
 def test_judge_flow_with_every_source(tmp_path, demo_judge_dir, demo_rm_dir,
                                       prefect_harness):
-    from flows.judge import judge_flow
+    from flows.judge import judge_flow, judge_round
 
     # Group 0 is a real task item (what the demo judge was trained to read): the right
     # answer, the canary, a half-right and a wrong one.
@@ -81,7 +82,15 @@ def test_judge_flow_with_every_source(tmp_path, demo_judge_dir, demo_rm_dir,
                    show_progress=False)
     overrides = {"judging.reward_models": [str(demo_rm_dir), str(second_rm)],
                  "llm_judge.model": str(judge_dir), "llm_judge.concurrency": 2}
-    summary = judge_flow(str(tmp_path), None, 0, overrides, show_progress=False)
+    # Started early, as the loop starts it: launched at once, waited for by the flow's
+    # body when it first needs the judge, stopped with the endpoint.
+    cfg = load_config(overrides=overrides)
+    endpoint = SharedEndpoint(cfg, tmp_path)
+    assert endpoint.start_early()
+    assert not endpoint.start_early(), "launched once"
+    assert _serving(judge_dir), "the server's process runs before anything asks for it"
+    with endpoint:
+        summary = judge_round(tmp_path, cfg, 0, show_progress=False, endpoint=endpoint)
     assert summary["complete"]
     for source, s in summary["sources"].items():
         assert s["judged"] == s["groups"] == 6, source
@@ -118,6 +127,21 @@ def test_judge_flow_with_every_source(tmp_path, demo_judge_dir, demo_rm_dir,
         assert score["r000:p000:1", v] < score["r000:p000:0", v], group0
     # The embedded server ran, and was stopped with the flow.
     assert (tmp_path / "logs" / "judge-server.log").stat().st_size > 0
-    ps = subprocess.run(["pgrep", "-f", f"api_server --model {judge_dir}"],
+    assert not _serving(judge_dir)
+
+
+def _serving(model_dir) -> bool:
+    ps = subprocess.run(["pgrep", "-f", f"api_server --model {model_dir}"],
                         capture_output=True, text=True)
-    assert ps.stdout.strip() == ""
+    return ps.stdout.strip() != ""
+
+
+def test_early_start_only_for_an_embedded_llm_judge(tmp_path):
+    remote = {"llm_judge.base_url": "http://127.0.0.1:9/v1", "llm_judge.model": "m",
+              "judging.sources": ["verifier", "llm"]}
+    for overrides in ({"judging.sources": ["verifier"]},  # no LLM judge
+                      {"llm_judge.start_early": False},  # turned off
+                      remote):
+        with SharedEndpoint(load_config(overrides=overrides), tmp_path) as endpoint:
+            assert endpoint.start_early() is False, overrides
+    assert not (tmp_path / "logs" / "judge-server.log").exists()

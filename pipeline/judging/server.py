@@ -25,40 +25,73 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class VllmServer:
+    """vLLM's OpenAI-compatible server as a child process: ``start`` launches it and returns
+    at once, ``wait_ready`` blocks until it answers, ``stop`` ends it. Split so that a
+    caller can let its tens of seconds of start-up overlap other work."""
+
+    def __init__(self, model_dir: Path, served_name: str, port: int = 0,
+                 log_path: Path | None = None, startup_timeout_s: float = 300,
+                 dtype: str = "bfloat16") -> None:
+        self.model_dir, self.served_name = model_dir, served_name
+        self.port, self.log_path = port or free_port(), log_path
+        self.startup_timeout_s, self.dtype = startup_timeout_s, dtype
+        self.base = f"http://127.0.0.1:{self.port}/v1"
+        self._proc: subprocess.Popen | None = None
+        self._log = None
+        self._ready = False
+
+    def start(self) -> None:
+        configure_cpu_engine(1.0)
+        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+               "--model", str(self.model_dir), "--served-model-name", self.served_name,
+               "--host", "127.0.0.1", "--port", str(self.port), "--dtype", self.dtype,
+               "--enforce-eager", "--max-num-seqs", "64"]
+        self._log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self._started_at = time.time()
+        self._proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                      env=dict(os.environ), start_new_session=True)
+
+    def wait_ready(self) -> str:
+        """The base URL (``http://127.0.0.1:PORT/v1``) once the server answers."""
+        if self._proc is None:
+            raise RuntimeError("VllmServer.wait_ready before start")
+        deadline = self._started_at + self.startup_timeout_s
+        while not self._ready:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"the embedded vLLM server exited with "
+                                   f"{self._proc.returncode}; see {self.log_path or 'its output'}")
+            try:
+                with urllib.request.urlopen(f"{self.base}/models", timeout=2):
+                    self._ready = True
+            except OSError:
+                if time.time() > deadline:
+                    raise RuntimeError(f"the embedded vLLM server did not answer on {self.base} "
+                                       f"within {self.startup_timeout_s:.0f}s") from None
+                time.sleep(0.5)
+        return self.base
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
+        if self.log_path and self._log is not None:
+            self._log.close()
+            self._log = None
+
+
 @contextlib.contextmanager
 def vllm_server(model_dir: Path, served_name: str, port: int = 0, log_path: Path | None = None,
                 startup_timeout_s: float = 300, dtype: str = "bfloat16") -> Iterator[str]:
     """Yields the server's base URL (``http://127.0.0.1:PORT/v1``); stops it on exit."""
-    port = port or free_port()
-    configure_cpu_engine(1.0)
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-           "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(port),
-           "--dtype", dtype, "--enforce-eager", "--max-num-seqs", "64"]
-    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ),
-                            start_new_session=True)
-    base = f"http://127.0.0.1:{port}/v1"
+    server = VllmServer(model_dir, served_name, port, log_path, startup_timeout_s, dtype)
+    server.start()
     try:
-        deadline = time.time() + startup_timeout_s
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the embedded vLLM server exited with {proc.returncode}; "
-                                   f"see {log_path or 'its output'}")
-            try:
-                with urllib.request.urlopen(f"{base}/models", timeout=2):
-                    break
-            except OSError:
-                if time.time() > deadline:
-                    raise RuntimeError(f"the embedded vLLM server did not answer on {base} "
-                                       f"within {startup_timeout_s:.0f}s") from None
-                time.sleep(1)
-        yield base
+        yield server.wait_ready()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if log_path:
-            log.close()
+        server.stop()

@@ -80,41 +80,77 @@ def spec_by_source(specs: list[SourceSpec]) -> dict[str, SourceSpec]:
     return {s.source: s for s in specs}
 
 
+EMBEDDED_NAME = "embedded-judge"  # the model name the embedded server answers to
+
+
+def embedded_server(cfg: Config, workdir: Path):
+    """The embedded judge's server, not started, or None when the judge is remote."""
+    from pipeline.judging.server import VllmServer
+
+    model_dir = judge_model_dir(cfg, workdir)
+    if model_dir is None:
+        return None
+    log = Path(workdir) / "logs" / "judge-server.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    return VllmServer(model_dir, EMBEDDED_NAME, cfg.llm_judge.port, log,
+                      dtype=engine_dtype(cfg.policy.dtype))
+
+
 @contextlib.contextmanager
 def judge_endpoint(cfg: Config, workdir: Path) -> Iterator[tuple[str, str]]:
     """(base_url, served model name) of the LLM judge; starts the embedded vLLM server (on
     127.0.0.1, stopped on exit) when ``llm_judge.base_url = "embedded"``."""
-    from pipeline.judging.server import vllm_server
-
-    q = cfg.llm_judge
-    model_dir = judge_model_dir(cfg, workdir)
-    if model_dir is None:
-        yield q.base_url, q.model
+    server = embedded_server(cfg, workdir)
+    if server is None:
+        yield cfg.llm_judge.base_url, cfg.llm_judge.model
         return
-    log = Path(workdir) / "logs" / "judge-server.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with vllm_server(model_dir, "embedded-judge", q.port, log,
-                     dtype=engine_dtype(cfg.policy.dtype)) as url:
-        yield url, "embedded-judge"
+    server.start()
+    try:
+        yield server.wait_ready(), EMBEDDED_NAME
+    finally:
+        server.stop()
 
 
 class SharedEndpoint:
-    """The judge endpoint, started on first use and kept until ``close``: the loop holds
-    one for all its rounds (the embedded server's start-up costs tens of seconds)."""
+    """The judge endpoint, started on first use (or by ``start_early``) and kept until
+    ``close``: the loop holds one for all its rounds (the embedded server's start-up costs
+    tens of seconds)."""
 
     def __init__(self, cfg: Config, workdir: Path) -> None:
         self.cfg, self.workdir = cfg, workdir
         self._stack = contextlib.ExitStack()
         self._value: tuple[str, str] | None = None
+        self._server = None
+
+    def start_early(self) -> bool:
+        """Launch the embedded server now without waiting for it, so that its start-up
+        overlaps other work (the loop's policy engine start and first generation); ``get``
+        then waits for it. Nothing to do for a remote judge, for a config that does not
+        judge with the LLM or turns ``llm_judge.start_early`` off. True if a server was
+        launched."""
+        if not (self.cfg.llm_judge.start_early and "llm" in self.cfg.judging.sources):
+            return False
+        if self._value is not None or self._server is not None:
+            return False
+        self._server = embedded_server(self.cfg, self.workdir)
+        if self._server is None:
+            return False
+        self._stack.callback(self._server.stop)
+        self._server.start()
+        return True
 
     def get(self) -> tuple[str, str]:
         if self._value is None:
-            self._value = self._stack.enter_context(judge_endpoint(self.cfg, self.workdir))
+            if self._server is not None:
+                self._value = (self._server.wait_ready(), EMBEDDED_NAME)
+            else:
+                self._value = self._stack.enter_context(judge_endpoint(self.cfg, self.workdir))
         return self._value
 
     def close(self) -> None:
         self._stack.close()
         self._value = None
+        self._server = None
 
     def __enter__(self) -> SharedEndpoint:
         return self
