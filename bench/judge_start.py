@@ -22,6 +22,7 @@ if __package__ in (None, ""):  # `python bench/judge_start.py`: this checkout co
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
+import re  # noqa: E402
 import shutil  # noqa: E402
 import time  # noqa: E402
 
@@ -43,6 +44,7 @@ QUICK = {"reps": 1, "rounds": 1, "prompts": 8,
                    "demo_judge.steps": 5, "demo_judge.train_prompts": 16,
                    "demo_judge.heldout_groups": 8}}
 SETTINGS = ("true", "false")
+_EARLY_LINE = re.compile(r"judge server: started with the loop, answering ([\d.]+) s")
 MODELS = ("demo-policy", "demo-rm", "demo-judge")
 
 
@@ -65,8 +67,11 @@ def run_loop(workdir: Path, models: Path, early: str, rounds: int, prompts: int)
             "generation.shard_size": 16, "loop.eval_k": 2, "train.epochs": 1,
             "loop.stop_on_overoptimisation": "false"}
     started = time.perf_counter()
-    grpo("iterate", "--workdir", str(workdir), *set_args(sets))
-    return {"seconds": round(time.perf_counter() - started, 1), "workdir": workdir}
+    stdout = grpo("iterate", "--workdir", str(workdir), *set_args(sets))
+    seconds = round(time.perf_counter() - started, 1)
+    match = _EARLY_LINE.search(stdout)
+    return {"seconds": seconds, "workdir": workdir, "started_early": match is not None,
+            "ready_after_s": float(match[1]) if match else None}
 
 
 def candidates(workdir: Path) -> pl.DataFrame:
@@ -101,15 +106,22 @@ def main(argv: list[str] | None = None) -> dict:
     same = all(candidates(a["workdir"]).equals(candidates(b["workdir"]))
                for a, b in zip(results["true"], results["false"], strict=True))
     seconds = {early: spread([r["seconds"] for r in results[early]], 1) for early in SETTINGS}
+    started_early = {early: [r["started_early"] for r in results[early]] for early in SETTINGS}
+    ready = [r["ready_after_s"] for r in results["true"] if r["ready_after_s"] is not None]
     speedup = spread([b["seconds"] / a["seconds"] for a, b in
                       zip(results["true"], results["false"], strict=True)], 2)
     for early in SETTINGS:
-        print(f"  start_early={early:5s} loop {fmt(seconds[early], 1, 's')}")
+        print(f"  start_early={early:5s} loop {fmt(seconds[early], 1, 's')}; the loop said it "
+              f"started the judge server early: {started_early[early]}")
+    if ready:
+        print(f"  started early, the server answered {fmt(spread(ready, 1), 1, 's')} after "
+              f"its launch")
     print(f"judge server started with the loop: {fmt(speedup, 2)}x faster; the same "
           f"candidates: {same}")
     record = {"benchmark": "judge_start", "quick": args.quick, "machine": info,
               "rounds": args.rounds, "train_prompts_per_round": args.prompts,
-              "seconds": seconds, "speedup": speedup, "same_candidates": same}
+              "seconds": seconds, "speedup": speedup, "same_candidates": same,
+              "started_early": started_early}
     emit_json(record)
     return record
 

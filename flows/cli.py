@@ -394,6 +394,11 @@ def _print_summary(result: dict) -> None:
                       f"{engine['reloads']} weight reload(s) ({engine['reload_s']} s)")
         for reason in engine["restarts"]:
             console.print(f"  restarted: {reason}")
+    judge_server = result.get("judge_server")
+    if judge_server and judge_server["started_early"]:
+        ready = judge_server["ready_after_s"]
+        console.print("judge server: started with the loop, " + (
+            f"answering {ready} s after its launch" if ready is not None else "never asked"))
     console.print(f"report: {result['report']}")
 
 

@@ -113,7 +113,7 @@ def iterate_flow(workdir: str, config_path: str | None = None, overrides: dict |
     notes: list[str] = []
     stopped_at = None
     with SharedEndpoint(cfg, wd) as endpoint, PolicyEngine(cfg, wd) as engines:
-        if first < target:  # a round to judge ahead
+        if first < target and not stage_done(wd, first, "judge"):  # judging ahead
             endpoint.start_early()
         stopped_at = _rounds(wd, cfg, first, target, endpoint, engines, notes)
     rebuild(wd)
@@ -124,7 +124,7 @@ def iterate_flow(workdir: str, config_path: str | None = None, overrides: dict |
     report = write_report(wd, evals, notes)
     return {"rounds": target, "first_round": first, "stopped_at": stopped_at,
             "report": str(report), "header": header(), "rows": summary_rows(evals),
-            "notes": notes, "engine": engines.summary()}
+            "notes": notes, "engine": engines.summary(), "judge_server": endpoint.summary()}
 
 
 def _rounds(wd: Path, cfg: Config, first: int, target: int, endpoint, engines: PolicyEngine,

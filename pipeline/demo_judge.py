@@ -263,7 +263,7 @@ def length_buckets(lengths: list[int], overhead: int = MICRO_BATCH_OVERHEAD_TOKE
     """Rows split into micro-batches of similar length, sorted, so that few padded tokens
     are computed: the split minimising sum(rows x longest row) + overhead per micro-batch.
     An off-task text among a group's candidates makes its row much longer than the
-    others: one padded batch was 35% padding."""
+    others: a third or more of a padded batch was padding (bench/demo_judge.py)."""
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     n = len(order)
     cost, cut = [0.0] + [float("inf")] * n, [0] * (n + 1)
@@ -306,7 +306,7 @@ def constrained_greedy_scores(model, tokenizer, prompts: list[str], k: int, low:
     """Greedy scores under the listwise regex: the answer's fixed text is forced and each
     score is the most likely allowed digit, as vLLM's constrained decoding picks them.
     The prompts are read once; each later step feeds only the chosen digit and the
-    separator against the cached keys and values (every row gets the same tokens, so the
+    separator against the cached keys and values (every row gets as many tokens, so the
     left-padded rows stay aligned)."""
     digit_ids = [tokenizer.convert_tokens_to_ids(str(d)) for d in range(low, high + 1)]
     sep = tokenizer(", ", add_special_tokens=False)["input_ids"]

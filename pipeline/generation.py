@@ -39,15 +39,27 @@ from pipeline.store import candidate_id, group_id, prompts_path, round_dir, shar
 SAMPLING_FIELDS = ("k", "temperature", "top_p", "max_new_tokens", "seed", "shard_size")
 
 
-def configure_cpu_engine(kv_cache_gib: float) -> None:
-    """vLLM-on-CPU settings measured on 2-core machines (see README, Performance)."""
+def cpu_engine_env(kv_cache_gib: float) -> dict[str, str]:
+    """vLLM-on-CPU settings measured on 2-core machines (see README, Performance), for an
+    engine's environment; a variable the environment already sets is kept (the user's
+    value wins). Empty with a GPU."""
     if has_cuda():
-        return
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(kv_cache_gib))))
-    # The default binding reserves a core for the engine: on 2 cores that costs ~40%.
-    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-    # Spawn, not fork: the caller may hold threads (Prefect, rich) that fork would copy.
-    os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+        return {}
+    wanted = {
+        "VLLM_CPU_KVCACHE_SPACE": str(max(1, round(kv_cache_gib))),
+        # The default binding reserves a core for the engine: on 2 cores that costs ~40%.
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+        # Spawn, not fork: the caller may hold threads (Prefect, rich) that fork would copy.
+        "VLLM_WORKER_MULTIPROC_METHOD": "spawn",
+    }
+    return {key: os.environ.get(key, value) for key, value in wanted.items()}
+
+
+def configure_cpu_engine(kv_cache_gib: float) -> None:
+    """``cpu_engine_env`` set in this process, for an engine started in it (the offline
+    ``LLM`` reads them from here)."""
+    for key, value in cpu_engine_env(kv_cache_gib).items():
+        os.environ.setdefault(key, value)
 
 
 def prompt_seed(base_seed: int, round_: int, prompt_id: str) -> int:

@@ -20,6 +20,9 @@ def test_quick_mode_compares_an_early_judge_server_with_a_late_one(
                                   timeout=1200)
     assert record["quick"] is True and record["rounds"] == 1
     assert record["same_candidates"] is True
+    # The loop launched the server early only where asked to (it says so, and when the
+    # server answered).
+    assert record["started_early"] == {"true": [True], "false": [False]}
     for early in ("true", "false"):
         assert record["seconds"][early]["n"] == 1 and record["seconds"][early]["median"] > 0
         # Each run judged its round with the LLM judge, whose server started in it.

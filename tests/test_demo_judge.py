@@ -271,7 +271,12 @@ def test_cached_scoring_picks_what_rereading_the_prompt_picks():
     cfg, model, tok, batcher = _tiny_judge(seed=1)
     model.eval()
     q = cfg.llm_judge
-    prompts = [judge_prompt(e.messages, e.texts[:4], q) for e in batcher.pool]
+    # The last 4 texts: the long off-task one among them in some groups, not in others (cut
+    # to a digit answer), so the left-padded rows differ widely in length.
+    prompts = [judge_prompt(e.messages, e.texts[-4:] if i % 2 else e.texts[:4], q)
+               for i, e in enumerate(batcher.pool)]
+    lengths = [len(tok(p)["input_ids"]) for p in prompts]
+    assert max(lengths) > 1.5 * min(lengths)
     cached = constrained_greedy_scores(model, tok, prompts, 4, 0, 9)
     assert cached == rescored_greedy_scores(model, tok, prompts, 4, 0, 9)
     assert len({tuple(s) for s in cached}) > 1, "an untrained judge still scores groups apart"

@@ -85,12 +85,12 @@ def test_judge_flow_with_every_source(tmp_path, demo_judge_dir, demo_rm_dir,
     # Started early, as the loop starts it: launched at once, waited for by the flow's
     # body when it first needs the judge, stopped with the endpoint.
     cfg = load_config(overrides=overrides)
-    endpoint = SharedEndpoint(cfg, tmp_path)
-    assert endpoint.start_early()
-    assert not endpoint.start_early(), "launched once"
-    assert _serving(judge_dir), "the server's process runs before anything asks for it"
-    with endpoint:
+    with SharedEndpoint(cfg, tmp_path) as endpoint:
+        assert endpoint.start_early()
+        assert not endpoint.start_early(), "launched once"
+        assert _serving(judge_dir), "the server's process runs before anything asks for it"
         summary = judge_round(tmp_path, cfg, 0, show_progress=False, endpoint=endpoint)
+        assert endpoint.summary()["started_early"] is True
     assert summary["complete"]
     for source, s in summary["sources"].items():
         assert s["judged"] == s["groups"] == 6, source

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.generation import configure_cpu_engine
+from pipeline.generation import cpu_engine_env
 
 
 def free_port() -> int:
@@ -40,23 +41,33 @@ class VllmServer:
         self._proc: subprocess.Popen | None = None
         self._log = None
         self._ready = False
+        self.launched_at: float | None = None
+        self.ready_after_s: float | None = None  # from launch to the first answer
 
     def start(self) -> None:
-        configure_cpu_engine(1.0)
+        if self._proc is not None:
+            raise RuntimeError("VllmServer.start: already started")
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
                "--model", str(self.model_dir), "--served-model-name", self.served_name,
                "--host", "127.0.0.1", "--port", str(self.port), "--dtype", self.dtype,
                "--enforce-eager", "--max-num-seqs", "64"]
+        # The engine settings go to the child only: this process's own (which a policy
+        # engine started later here reads) stay as the caller set them.
+        env = {**os.environ, **cpu_engine_env(1.0)}
         self._log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self._started_at = time.time()
-        self._proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                      env=dict(os.environ), start_new_session=True)
+        self.launched_at = time.time()
+        try:
+            self._proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                          env=env, start_new_session=True)
+        except BaseException:
+            self.stop()
+            raise
 
     def wait_ready(self) -> str:
         """The base URL (``http://127.0.0.1:PORT/v1``) once the server answers."""
         if self._proc is None:
             raise RuntimeError("VllmServer.wait_ready before start")
-        deadline = self._started_at + self.startup_timeout_s
+        deadline = self.launched_at + self.startup_timeout_s
         while not self._ready:
             if self._proc.poll() is not None:
                 raise RuntimeError(f"the embedded vLLM server exited with "
@@ -64,6 +75,7 @@ class VllmServer:
             try:
                 with urllib.request.urlopen(f"{self.base}/models", timeout=2):
                     self._ready = True
+                    self.ready_after_s = round(time.time() - self.launched_at, 1)
             except OSError:
                 if time.time() > deadline:
                     raise RuntimeError(f"the embedded vLLM server did not answer on {self.base} "
@@ -77,7 +89,9 @@ class VllmServer:
             try:
                 self._proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                self._proc.kill()
+                # Its own session: the engine processes it started go with it.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self._proc.pid, signal.SIGKILL)
                 self._proc.wait()
             self._proc = None
         if self.log_path and self._log is not None:

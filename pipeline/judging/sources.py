@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pipeline.config import Config, ConfigError, stable_hash
 from pipeline.fingerprints import default_cache, model_fingerprint
-from pipeline.hardware import engine_dtype
+from pipeline.hardware import engine_dtype, has_cuda
 from pipeline.judging.naming import ensemble_members, ensemble_name, verifier_name
 from pipeline.judging.prompts import template
 from pipeline.resolve import judge_model_dir, resolve_reward_models
@@ -104,8 +104,8 @@ def judge_endpoint(cfg: Config, workdir: Path) -> Iterator[tuple[str, str]]:
     if server is None:
         yield cfg.llm_judge.base_url, cfg.llm_judge.model
         return
-    server.start()
     try:
+        server.start()
         yield server.wait_ready(), EMBEDDED_NAME
     finally:
         server.stop()
@@ -121,14 +121,17 @@ class SharedEndpoint:
         self._stack = contextlib.ExitStack()
         self._value: tuple[str, str] | None = None
         self._server = None
+        self._early = None  # the server start_early launched, kept for summary()
 
     def start_early(self) -> bool:
         """Launch the embedded server now without waiting for it, so that its start-up
         overlaps other work (the loop's policy engine start and first generation); ``get``
         then waits for it. Nothing to do for a remote judge, for a config that does not
-        judge with the LLM or turns ``llm_judge.start_early`` off. True if a server was
-        launched."""
-        if not (self.cfg.llm_judge.start_early and "llm" in self.cfg.judging.sources):
+        judge with the LLM or turns ``llm_judge.start_early`` off, or on a GPU (the policy
+        engine is closed there before judging: two engines at once would not fit). True if
+        a server was launched."""
+        if not (self.cfg.llm_judge.start_early and "llm" in self.cfg.judging.sources) \
+                or has_cuda():
             return False
         if self._value is not None or self._server is not None:
             return False
@@ -137,6 +140,7 @@ class SharedEndpoint:
             return False
         self._stack.callback(self._server.stop)
         self._server.start()
+        self._early = self._server
         return True
 
     def get(self) -> tuple[str, str]:
@@ -146,6 +150,12 @@ class SharedEndpoint:
             else:
                 self._value = self._stack.enter_context(judge_endpoint(self.cfg, self.workdir))
         return self._value
+
+    def summary(self) -> dict:
+        """Whether the embedded server was started early, and when it answered."""
+        early = self._early
+        return {"started_early": early is not None,
+                "ready_after_s": early.ready_after_s if early is not None else None}
 
     def close(self) -> None:
         self._stack.close()
