@@ -210,11 +210,13 @@ def demo_models(root: Path, demo_steps: int | None = None) -> Path:
     return models
 
 
-def fresh_loop_workdir(workdir: Path, models: Path) -> None:
-    """A new workdir holding copies of the demo policy, reward model and prompts file."""
+def fresh_loop_workdir(workdir: Path, models: Path,
+                       names: tuple[str, ...] = ("demo-policy", "demo-rm")) -> None:
+    """A new workdir holding copies of the demo models ``names`` (default: the policy and
+    reward model) and the prompts file."""
     shutil.rmtree(workdir, ignore_errors=True)
     (workdir / "models").mkdir(parents=True)
-    for name in ("demo-policy", "demo-rm"):
+    for name in names:
         shutil.copytree(models / name, workdir / "models" / name)
     # The demo's prompts file, written beside the models by `grpo build-demo-model`.
     shutil.copytree(models.parent / "prompts", workdir / "prompts")

@@ -23,7 +23,6 @@ if __package__ in (None, ""):  # `python bench/judge_start.py`: this checkout co
 
 import argparse  # noqa: E402
 import re  # noqa: E402
-import shutil  # noqa: E402
 import time  # noqa: E402
 
 import polars as pl  # noqa: E402
@@ -31,6 +30,7 @@ import polars as pl  # noqa: E402
 from bench._common import (  # noqa: E402
     emit_json,
     fmt,
+    fresh_loop_workdir,
     grpo,
     interleaved,
     machine,
@@ -58,10 +58,7 @@ def demo_models_with_judge(root: Path, build: dict | None) -> Path:
 
 
 def run_loop(workdir: Path, models: Path, early: str, rounds: int, prompts: int) -> dict:
-    shutil.rmtree(workdir, ignore_errors=True)
-    for name in MODELS:
-        shutil.copytree(models / name, workdir / "models" / name)
-    shutil.copytree(models.parent / "prompts", workdir / "prompts")
+    fresh_loop_workdir(workdir, models, MODELS)
     sets = {"llm_judge.start_early": early, "loop.rounds": rounds,
             "prompts.n_train_per_round": prompts, "prompts.n_heldout": 8,
             "generation.shard_size": 16, "loop.eval_k": 2, "train.epochs": 1,

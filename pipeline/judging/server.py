@@ -40,7 +40,6 @@ class VllmServer:
         self.base = f"http://127.0.0.1:{self.port}/v1"
         self._proc: subprocess.Popen | None = None
         self._log = None
-        self._ready = False
         self.launched_at: float | None = None
         self.ready_after_s: float | None = None  # from launch to the first answer
 
@@ -68,13 +67,12 @@ class VllmServer:
         if self._proc is None:
             raise RuntimeError("VllmServer.wait_ready before start")
         deadline = self.launched_at + self.startup_timeout_s
-        while not self._ready:
+        while self.ready_after_s is None:
             if self._proc.poll() is not None:
                 raise RuntimeError(f"the embedded vLLM server exited with "
                                    f"{self._proc.returncode}; see {self.log_path or 'its output'}")
             try:
                 with urllib.request.urlopen(f"{self.base}/models", timeout=2):
-                    self._ready = True
                     self.ready_after_s = round(time.time() - self.launched_at, 1)
             except OSError:
                 if time.time() > deadline:
@@ -100,12 +98,18 @@ class VllmServer:
 
 
 @contextlib.contextmanager
-def vllm_server(model_dir: Path, served_name: str, port: int = 0, log_path: Path | None = None,
-                startup_timeout_s: float = 300, dtype: str = "bfloat16") -> Iterator[str]:
-    """Yields the server's base URL (``http://127.0.0.1:PORT/v1``); stops it on exit."""
-    server = VllmServer(model_dir, served_name, port, log_path, startup_timeout_s, dtype)
-    server.start()
+def serving(server: VllmServer) -> Iterator[str]:
+    """Start ``server``, yield its base URL once it answers, stop it on exit (also when the
+    start fails)."""
     try:
+        server.start()
         yield server.wait_ready()
     finally:
         server.stop()
+
+
+def vllm_server(model_dir: Path, served_name: str, port: int = 0, log_path: Path | None = None,
+                startup_timeout_s: float = 300, dtype: str = "bfloat16"):
+    """A context manager yielding the server's base URL (``http://127.0.0.1:PORT/v1``);
+    stops it on exit."""
+    return serving(VllmServer(model_dir, served_name, port, log_path, startup_timeout_s, dtype))

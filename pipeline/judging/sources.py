@@ -104,11 +104,10 @@ def judge_endpoint(cfg: Config, workdir: Path) -> Iterator[tuple[str, str]]:
     if server is None:
         yield cfg.llm_judge.base_url, cfg.llm_judge.model
         return
-    try:
-        server.start()
-        yield server.wait_ready(), EMBEDDED_NAME
-    finally:
-        server.stop()
+    from pipeline.judging.server import serving
+
+    with serving(server) as url:
+        yield url, EMBEDDED_NAME
 
 
 class SharedEndpoint:
