@@ -9,6 +9,14 @@ fresh engine's on a perturbed Qwen2 (measured; the other layers matched exactly)
 embedding and LM head layers, the ones that keep their weight beside their handle, get a new
 handle from the new weight.
 
+A second one on CPUs with native bfloat16 (AVX-512 BF16, AMX): for small GEMMs vLLM packs
+the weight for its own kernel and turns the layer's bias into float32, from the bfloat16
+values of a fresh load. A reload then copies the checkpoint's float32 bias into that float32
+tensor unrounded, so a Qwen2-style model (biased q, k, v) was a slightly different network
+after a reload: summed log-probs 0.04 nats from a fresh engine's on the test's chat model
+(measured on an AMX Xeon; tokens still equal). Such biases are rounded through the engine's
+dtype again, as a fresh load would have them.
+
 The class is mixed into vLLM's worker (``worker_extension_cls``) and called through
 ``LLM.collective_rpc("reload_policy", ...)``; ``tests/test_policy_engine.py`` compares a
 reloaded engine with a fresh one, so a vLLM upgrade that changes this is caught.
@@ -31,8 +39,17 @@ class PolicyReload:
         from vllm.model_executor.layers.utils import dispatch_cpu_unquantized_gemm
         from vllm.model_executor.layers.vocab_parallel_embedding import VocabParallelEmbedding
 
+        model = self.model_runner.get_model()
+        dtype = self.model_config.dtype
+        if dtype != torch.float32:
+            with torch.no_grad():
+                for module in model.modules():
+                    bias = getattr(module, "bias", None)
+                    if hasattr(module, "cpu_linear") and isinstance(bias, torch.Tensor) \
+                            and bias.dtype == torch.float32:
+                        bias.copy_(bias.to(dtype).to(torch.float32))
         rebuilt = 0
-        for module in self.model_runner.get_model().modules():
+        for module in model.modules():
             # The embedding and the LM head (its subclass) are dispatched with
             # remove_weight=False: their handle is a copy beside the weight. Linear layers
             # hand their weight to the handle and were rebuilt by the reload itself.

@@ -12,6 +12,7 @@ import pytest
 
 from pipeline.chat import copy_tokenizer_files
 from pipeline.config import load_config
+from pipeline.hardware import engine_dtype
 from pipeline.policy_engine import (
     PolicyEngine,
     engine_shape,
@@ -206,4 +207,8 @@ def test_reloaded_engine_samples_what_a_fresh_engine_samples(tmp_path, chat_mode
         assert engines.restart_reasons[0] == "broken: the reload failed"
         assert "tokenizer_config.json" in engines.restart_reasons[1]
     assert fresh == after
-    assert fresh_logprobs == pytest.approx(after_logprobs, abs=1e-3)
+    # Equal up to the engine's arithmetic: in bfloat16 (a CPU with AMX or AVX-512 BF16) the
+    # same engine's calls differ by up to 0.004 nats (measured on an AMX Xeon), while a
+    # reload that left the biases unrounded was 0.04 nats off (pipeline/vllm_reload.py).
+    tol = 1e-3 if engine_dtype(cfg.policy.dtype) == "float32" else 1e-2
+    assert fresh_logprobs == pytest.approx(after_logprobs, abs=tol)
