@@ -7,13 +7,19 @@ token work P + K*C instead of K*(P + C) (at K=8 and P=4C that is 3.3x less):
   (``batch_repeat_interleave``: a copy, no compute) and runs only the completions on top.
   The prompt pass keeps the logits of its last position only (``logits_to_keep=1``): the
   [B, P, V] logits of the prompt are never materialised.
-- ``group_logps_packed`` lays out one row per group, ``[prompt, c_1, ..., c_K]``, with a
-  block attention mask (each completion sees the prompt and itself, never another
-  completion) and positions that restart after the prompt for every completion. One plain
-  forward pass and no cache object, so it works under gradient checkpointing (transformers
-  drops the cache of checkpointed layers, as it must: a recompute would append to it again)
-  and under DDP (one forward per backward). Logits are computed only where a completion
-  token is predicted. The price is attention over P + K*C keys for every query, masked.
+- ``group_logps_packed`` lays the groups' real tokens end to end, ``[prompt, c_1, ..., c_K]``
+  with no pad inside a group and several groups to a row where they fit
+  (``trainers.packing``), with a block attention mask (each completion sees its prompt and
+  itself, never another completion or group) and positions that restart after the prompt
+  for every completion. One plain forward pass and no cache object, so it works under
+  gradient checkpointing (transformers drops the cache of checkpointed layers, as it must: a
+  recompute would append to it again) and under DDP (one forward per backward). Logits are
+  computed only where a completion token is predicted. The price is attention over the
+  whole row for every query, masked.
+
+``group_logps_auto`` takes whichever of the two costs fewer multiply-adds on a batch: the
+packed form for short groups of uneven lengths (DPO pairs of the demo task: padding to the
+longest prompt and completion added a quarter to the tokens), the KV-cache form for long ones.
 
 Their naive twin, ``group_logps_naive``, concatenates prompt and completion for every
 candidate; tests check all three agree in value and gradient.
@@ -33,6 +39,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from trainers.packing import attention_shape, pack, packed_is_cheaper, row_capacity
 
 Tensor = torch.Tensor
 
@@ -92,45 +100,42 @@ def group_logps(model, batch: GroupBatch) -> Tensor:
     return (logps * comp_mask).sum(-1).view(b, k)
 
 
-def group_logps_packed(model, batch: GroupBatch) -> Tensor:
-    """[B, K] as ``group_logps``, in one forward pass over ``[prompt, c_1, ..., c_K]`` rows."""
-    b, p = batch.prompt_ids.shape
-    k, c = batch.completion_ids.shape[1:]
-    device = batch.prompt_ids.device
-    width = p + k * c
-    ids = torch.cat([batch.prompt_ids, batch.completion_ids.reshape(b, k * c)], dim=1)
-    prompt_pos = (batch.prompt_mask.cumsum(1) - 1).clamp(min=0)
-    start = batch.prompt_mask.sum(1)
-    comp_pos = (start[:, None] + torch.arange(c, device=device)).repeat(1, k)
-    positions = torch.cat([prompt_pos, comp_pos], dim=1)
-    # segment -1 = the prompt (seen by everyone), j = completion j (seen by itself only)
-    segment = torch.cat([torch.full((p,), -1, device=device),
-                         torch.arange(k, device=device).repeat_interleave(c)])
-    col = torch.arange(width, device=device)
-    visible = (col[:, None] >= col[None, :]) & (
-        (segment[:, None] == segment[None, :]) | (segment[None, :] == -1))
-    real = torch.cat([batch.prompt_mask, batch.completion_mask.reshape(b, k * c)], 1).bool()
-    # A padding query still needs one key (itself) so no softmax row is empty.
-    allowed = (visible[None] & real[:, None, :]) | torch.eye(width, dtype=torch.bool,
-                                                              device=device)[None]
+def group_logps_packed(model, batch: GroupBatch, capacity: int | None = None) -> Tensor:
+    """[B, K] as ``group_logps``, in one forward pass over padding-free packed rows
+    (``trainers.packing``); ``capacity``: tokens per row (default from the model's shape)."""
+    b, k = batch.completion_ids.shape[:2]
+    if capacity is None:
+        shape = attention_shape(model)
+        capacity = row_capacity(shape) if shape is not None else 1
+    lay = pack(batch.prompt_ids, batch.prompt_mask, batch.completion_ids,
+               batch.completion_mask, capacity)
     dtype = next(model.parameters()).dtype
     if not dtype.is_floating_point:  # a quantized base: the mask follows the compute dtype
         dtype = torch.float32
-    mask = torch.zeros(b, 1, width, width, dtype=dtype, device=device).masked_fill(
-        ~allowed[:, None], torch.finfo(dtype).min)
-    # Logits where a completion token is predicted: the prompt's last position predicts
-    # every completion's first token; completion position t predicts its token t+1.
-    within = torch.arange(c - 1, device=device)
-    keep = torch.cat([torch.tensor([p - 1], device=device),
-                      (p + torch.arange(k, device=device)[:, None] * c + within).reshape(-1)])
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                   logits_to_keep=keep, use_cache=False).logits
-    first = logits[:, :1].unsqueeze(1).expand(b, k, 1, logits.shape[-1])
-    rest = logits[:, 1:].reshape(b, k, c - 1, logits.shape[-1])
-    logits = torch.cat([first, rest], dim=2)
-    logps = selective_log_softmax(logits.float() if logits.dtype != torch.float64 else logits,
-                                  batch.completion_ids)
-    return (logps * batch.completion_mask).sum(-1)
+    mask = torch.zeros(lay.allowed.shape[0], 1, *lay.allowed.shape[1:], dtype=dtype,
+                       device=lay.ids.device).masked_fill(~lay.allowed[:, None],
+                                                          torch.finfo(dtype).min)
+    # Logits only where a completion token is predicted (the union over rows).
+    logits = model(input_ids=lay.ids, attention_mask=mask, position_ids=lay.positions,
+                   logits_to_keep=lay.keep, use_cache=False).logits
+    if logits.dtype != torch.float64:
+        logits = logits.float()
+    # One log-normaliser per kept position: a prompt's last position predicts the first
+    # token of all K completions.
+    lse = torch.logsumexp(logits, dim=-1)
+    token = logits[lay.target_row, lay.target_keep, lay.target_ids] - \
+        lse[lay.target_row, lay.target_keep]
+    out = torch.zeros(b, k, dtype=token.dtype, device=token.device)
+    return out.index_put((lay.target_group, lay.target_candidate), token, accumulate=True)
+
+
+def group_logps_auto(model, batch: GroupBatch) -> Tensor:
+    """``group_logps_packed`` where it costs fewer multiply-adds than ``group_logps`` on this
+    batch (short, uneven groups), ``group_logps`` otherwise (long prompts and completions,
+    where attending over a packed row costs more than the padding it saves)."""
+    if packed_is_cheaper(model, batch.prompt_mask, batch.completion_mask):
+        return group_logps_packed(model, batch)
+    return group_logps(model, batch)
 
 
 def group_logps_naive(model, batch: GroupBatch) -> Tensor:

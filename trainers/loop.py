@@ -50,7 +50,7 @@ from trainers.data import (
     tokenize_groups,
     why_no_training_groups,
 )
-from trainers.logprobs import group_logps, group_logps_packed
+from trainers.logprobs import group_logps_auto, group_logps_packed
 from trainers.losses import LossType
 from trainers.policy import load_policy, save_merged, save_trained
 from trainers.reference import (
@@ -249,9 +249,9 @@ def _mixed_precision(setting: str) -> str:
 
 
 def training_logps_fn(cfg: Config, accelerator):
-    """The packed block-mask form under gradient checkpointing (the KV-cache form needs a
-    cache that checkpointed layers drop); the KV-cache form otherwise."""
-    return group_logps_packed if cfg.train.gradient_checkpointing else group_logps
+    """The packed form under gradient checkpointing (the KV-cache form needs a cache that
+    checkpointed layers drop); otherwise whichever form costs less on each batch."""
+    return group_logps_packed if cfg.train.gradient_checkpointing else group_logps_auto
 
 
 def _same_model(a: Path, b: Path) -> bool:

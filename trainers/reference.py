@@ -24,7 +24,7 @@ from pipeline.atomic import read_parquet_checked, write_parquet_atomic
 from pipeline.fingerprints import model_fingerprint
 from pipeline.schema import Column, Table
 from trainers.data import TokenizedGroup, collate, plan_batches
-from trainers.logprobs import GroupBatch, group_logps
+from trainers.logprobs import GroupBatch, group_logps_auto
 
 REF_CACHE = Table(
     "ref_logps", "Reference-model log-probs of each candidate, keyed by model and data hash.",
@@ -57,7 +57,7 @@ def group_logps_by_candidate(model, groups: list[TokenizedGroup], pad_id: int,
     order = list(range(len(groups))) if only is None else list(only)
     for idx in plan_batches(groups, order, groups_per_batch, max_tokens):
         batch, ranks, _ = collate([groups[i] for i in idx], pad_id)
-        logps = group_logps(model, batch.to(device))
+        logps = group_logps_auto(model, batch.to(device))
         for row, i in enumerate(idx):
             for j, cid in enumerate(groups[i].candidate_ids):
                 out[cid] = float(logps[row, j])
