@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.generation import cpu_engine_env
+from pipeline.owned_process import owned_command
 
 
 def free_port() -> int:
@@ -56,8 +57,10 @@ class VllmServer:
         self._log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.launched_at = time.time()
         try:
-            self._proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                          env=env, start_new_session=True)
+            # Under a guard that ends the server if this process dies without stopping it.
+            self._proc = subprocess.Popen(owned_command(cmd), stdout=self._log,
+                                          stderr=subprocess.STDOUT, env=env,
+                                          start_new_session=True)
         except BaseException:
             self.stop()
             raise
@@ -87,7 +90,7 @@ class VllmServer:
             try:
                 self._proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                # Its own session: the engine processes it started go with it.
+                # Its own session: the guard, the server and the engine processes it started.
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self._proc.pid, signal.SIGKILL)
                 self._proc.wait()
