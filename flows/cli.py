@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import tomllib
 from pathlib import Path
@@ -185,8 +186,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_on_sigterm() -> None:
+    """SIGTERM (a scheduler's stop: Slurm, Kubernetes, systemd, `timeout`) ends the command
+    as Ctrl-C does, by an exception: `finally` blocks and atexit handlers then stop the vLLM
+    engine, the judge server and Prefect's temporary server. Python's default action ends
+    the process at once and leaves those running, holding their memory. A second SIGTERM
+    during that clean-up ends it at once."""
+    def handler(signum, _frame):
+        signal.signal(signum, signal.SIG_DFL)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _terminated(err: BaseException) -> bool:
+    """Whether ``err`` was raised while a SIGTERM was being handled. During a flow run
+    Prefect's own SIGTERM handler raises TerminationSignal instead of ours, and its task
+    engine can turn that into another error (seen: ValueError('Task run is not set') when
+    the signal lands as a task starts), which must not be reported as bad input."""
+    from prefect.exceptions import TerminationSignal
+
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, TerminationSignal):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _exit_on_sigterm()
     # Telemetry writes race the temporary server's SQLite database ("database is locked").
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # Logs go to stderr, so that stdout holds only the command's JSON result.
@@ -196,6 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     # ValueError covers ConfigError, SchemaError and ImportFileError: problems with the
     # user's input whose message says what to fix. GRPO_DEBUG=1 shows the traceback.
     except (ValueError, KeyError, FileNotFoundError) as err:
+        if _terminated(err):
+            print(f"grpo {args.command}: stopped by SIGTERM; what was written is kept and "
+                  "the same command resumes", file=sys.stderr)
+            return 128 + signal.SIGTERM
         if os.environ.get("GRPO_DEBUG"):
             raise
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -108,3 +109,58 @@ def test_sigkill_mid_generation_then_resume(tmp_path, demo_model_dir):
     assert len(keys) == 96 * 4 == len(set(keys))
     assert sum(pq.read_metadata(f).num_rows for f in files) == len(rows)
     assert not list(shard_dir.glob("*.tmp-*"))
+
+
+def _session_processes(sid: int) -> list[str]:
+    """Command lines of the live processes in session ``sid`` (zombies are gone already)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.getsid(int(entry)) != sid:
+                continue
+            with open(f"/proc/{entry}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                found.append(f.read().replace(b"\0", b" ").decode(errors="replace").strip())
+        except (ProcessLookupError, FileNotFoundError, PermissionError):
+            continue
+    return found
+
+
+def test_sigterm_mid_generation_leaves_no_process_behind(tmp_path, demo_model_dir):
+    """A scheduler's SIGTERM to `grpo generate` alone (not its process group): the command
+    exits with 143 and takes its vLLM engine and Prefect's temporary server with it, instead
+    of leaving them running with their memory; the shards written so far stay readable."""
+    overrides = small_overrides(demo_model_dir, **{"prompts.n_train_per_round": 96,
+                                                   "generation.shard_size": 3})
+    argv = [sys.executable, "-m", "flows.cli", "generate", "--workdir", str(tmp_path),
+            *cli_set_args(overrides)]
+    # No PREFECT_API_URL: the command starts its own temporary Prefect server.
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / ".prefect")
+    shard_dir = round_dir(tmp_path, 0) / "candidates"
+    log = tmp_path / "terminated.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(argv, env=env, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and len(list(shard_dir.glob("*.parquet"))) < 2:
+            assert proc.poll() is None, f"generate exited early: {log.read_text()[-2000:]}"
+            time.sleep(0.02)
+        children = _session_processes(proc.pid)
+        assert any("prefect" in c for c in children), children  # the temporary server
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 128 + signal.SIGTERM, log.read_text()[-3000:]
+        deadline = time.time() + 30
+        while time.time() < deadline and _session_processes(proc.pid):
+            time.sleep(0.2)
+        assert _session_processes(proc.pid) == [], log.read_text()[-3000:]
+        for shard in shard_dir.glob("*.parquet"):
+            assert pq.read_table(shard).num_rows > 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
