@@ -104,11 +104,20 @@ class _Log:
             fh.write(json.dumps(entry) + "\n")
 
 
-def _sweep_temp_files_of(output: Path) -> None:
+def _sweep_temp_files_of(output: Path, lease) -> None:
     """Temporary files a killed previous owner left for this output. Only the lease holder
-    may do this: a round-wide sweep would delete another live worker's file mid-write."""
+    may do this: a round-wide sweep would delete another live worker's file mid-write. And
+    only while it still holds the lease, and only files last written before it claimed: a
+    worker paused between its claim and this sweep (a VM pause, SIGSTOP, swap) may have lost
+    the shard meanwhile, and the temporary file there now is the new owner's, written after
+    our lease expired, so after our claim."""
+    lease.check()
     for tmp in output.parent.glob(f"{output.name}{TMP_MARK}*"):
-        tmp.unlink(missing_ok=True)
+        try:
+            if tmp.stat().st_mtime < lease.acquired_at:
+                tmp.unlink(missing_ok=True)
+        except FileNotFoundError:
+            continue
 
 
 def run_claimed(jobs: Iterable[ShardJob], owner: str, ttl_s: float, *,
@@ -137,7 +146,6 @@ def run_claimed(jobs: Iterable[ShardJob], owner: str, ttl_s: float, *,
             if lease is None:
                 held_elsewhere.append(job)
                 continue
-            _sweep_temp_files_of(job.output)
             prev = lease.previous
             if prev is not None:
                 report.took_over.append({"output": job.output.name, "from": prev.owner,
@@ -148,6 +156,7 @@ def run_claimed(jobs: Iterable[ShardJob], owner: str, ttl_s: float, *,
                   previous_expires_at=prev.expires_at if prev else None)
             started = time.time()
             try:
+                _sweep_temp_files_of(job.output, lease)
                 result = job.run(lease.check)
             except LeaseLost:
                 lease.release(done=False)

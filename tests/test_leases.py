@@ -154,3 +154,41 @@ def test_a_lease_caught_mid_write_counts_as_held_until_ttl_after_it(tmp_path):
     lease = try_claim(out, "next", 60)
     assert lease.slot == 1
     lease.release(done=False)
+
+
+def test_a_worker_paused_after_its_claim_leaves_the_new_owners_temp_file(tmp_path,
+                                                                         monkeypatch):
+    """The temp-file sweep after a claim removes what a killed owner left, but a worker
+    paused between its claim and that sweep, whose lease lapsed and was taken over, must
+    not delete the new owner's file mid-write; it reports the shard lost."""
+    import pipeline.fleet as fleet
+    from pipeline.atomic import TMP_MARK
+
+    ttl = 0.5
+    out = tmp_path / "out-0"
+    dead = tmp_path / f"out-0{TMP_MARK}killed-owner"
+    dead.write_text("half")
+    os.utime(dead, (time.time() - 60, time.time() - 60))
+    report = run_claimed([ShardJob(out, lambda check: write_text_atomic("done", out))],
+                         "first", ttl, wait_for_others=False)
+    assert report.done == ["out-0"] and out.read_text() == "done" and not dead.exists()
+
+    out = tmp_path / "out-1"
+    theirs = tmp_path / f"out-1{TMP_MARK}new-owner"
+    real_claim = fleet.try_claim
+
+    def claim_then_pause(output, owner, ttl_s):
+        lease = real_claim(output, owner, ttl_s)
+        lease._stop_heartbeat()
+        time.sleep(ttl_s + 0.2)  # paused past the lease's ttl
+        taker = real_claim(output, "new-owner", ttl_s)
+        assert taker is not None and taker.slot == lease.slot + 1
+        theirs.write_text("being written")
+        return lease
+
+    monkeypatch.setattr(fleet, "try_claim", claim_then_pause)
+    ran = []
+    report = run_claimed([ShardJob(out, lambda check: ran.append(1))], "paused", ttl,
+                         wait_for_others=False)
+    assert report.lost == ["out-1"] and ran == []
+    assert theirs.read_text() == "being written" and not out.exists()
