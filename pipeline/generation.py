@@ -28,7 +28,7 @@ from pipeline.atomic import read_parquet_checked, write_parquet_atomic
 from pipeline.chat import PromptRenderer
 from pipeline.config import Config, ConfigError, stable_hash
 from pipeline.fingerprints import default_cache, model_fingerprint
-from pipeline.hardware import engine_dtype, has_cuda
+from pipeline.hardware import engine_dtype, engine_eager, has_cuda
 from pipeline.judging.injection import detect as detect_injection
 from pipeline.prompts import PromptSet, load_prompt_set, round_rows
 from pipeline.resolve import prompt_files
@@ -172,7 +172,7 @@ def engine_kwargs(model_path: Path, cfg: Config) -> dict:
     """What ``vllm.LLM`` is built with: dtype, batching, parallelism and memory settings."""
     g = cfg.generation
     kwargs = dict(model=str(model_path), dtype=engine_dtype(cfg.policy.dtype),
-                  enforce_eager=g.enforce_eager,
+                  enforce_eager=engine_eager(g.enforce_eager),
                   enable_prefix_caching=True, max_num_seqs=g.max_num_seqs, seed=g.seed,
                   tensor_parallel_size=g.tensor_parallel_size,
                   pipeline_parallel_size=g.pipeline_parallel_size,

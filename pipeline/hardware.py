@@ -45,3 +45,15 @@ def engine_dtype(setting: str) -> str:
 
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
     return "bfloat16" if NATIVE_BF16_FLAGS & cpu_flags() else "float32"
+
+
+def engine_eager(setting: bool | str) -> bool:
+    """``generation.enforce_eager`` as vLLM gets it. ``auto``: eager on a CPU, compiled
+    (CUDA graphs) on a GPU. Measured with bare vLLM calls at 113M parameters on a 2-core
+    AMX Xeon (bench/generation.py's sweep, 2026-12-05): compiled generated 1.23x
+    (1.15-1.25) the tokens/s of eager, but started in 49.6 s against 14-18 s; a loop that
+    keeps one engine and generates a few seconds a round, as the demo does, loses by it.
+    On a GPU, eager mode gives up CUDA graphs, which small-batch decoding relies on."""
+    if setting != "auto":
+        return bool(setting)
+    return not has_cuda()

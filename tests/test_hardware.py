@@ -46,3 +46,19 @@ def test_embedded_judge_concurrency_unless_set():
     assert load_config(overrides={"llm_judge.concurrency": 4}).llm_judge.concurrency == 4
     remote = load_config(overrides={"llm_judge.base_url": "http://127.0.0.1:9/v1"})
     assert remote.llm_judge.concurrency == 4
+
+
+def test_enforce_eager_auto_is_eager_on_a_cpu_and_compiled_on_a_gpu(monkeypatch):
+    cfg = load_config()
+    assert cfg.generation.enforce_eager == "auto"
+    monkeypatch.setattr(hardware, "has_cuda", lambda: False)
+    assert hardware.engine_eager("auto") is True
+    assert engine_kwargs(Path("MODEL"), cfg)["enforce_eager"] is True
+    monkeypatch.setattr(hardware, "has_cuda", lambda: True)
+    assert hardware.engine_eager("auto") is False  # CUDA graphs on a GPU
+    for explicit in (True, False):
+        assert hardware.engine_eager(explicit) is explicit
+        set_cfg = load_config(overrides={"generation.enforce_eager": explicit})
+        assert set_cfg.generation.enforce_eager is explicit
+    with pytest.raises(ConfigError, match="enforce_eager"):
+        load_config(overrides={"generation.enforce_eager": "sometimes"})
