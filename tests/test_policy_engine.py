@@ -137,9 +137,33 @@ def _sample(sampler, prompts, stop_ids):
         table.column("logprob").to_pylist()
 
 
+def test_reload_filters_only_the_warnings_a_correct_reload_logs():
+    import logging
+
+    import torch
+
+    from pipeline.vllm_reload import ExpectedReloadWarnings
+
+    def passes(quiet, msg, *args):
+        return quiet.filter(logging.LogRecord("vllm", logging.WARNING, "f", 1, msg, args, None))
+
+    dtype_msg = "Attempted to load weight %s with dtype %s into parameter with dtype %s"
+    tied = ExpectedReloadWarnings(torch.bfloat16, tied_lm_head=True)
+    assert not passes(tied, dtype_msg, "w", torch.float32, torch.bfloat16)  # fresh loads round too
+    assert passes(tied, dtype_msg, "w", torch.float16, torch.bfloat16)  # not the trainer's fp32
+    assert passes(tied, dtype_msg, "w", torch.float32, torch.float16)  # not the engine's dtype
+    failed = "%s: Failed to load weights"
+    assert not passes(tied, failed, "RotaryEmbedding")
+    assert not passes(tied, failed, "ParallelLMHead")
+    assert passes(tied, failed, "QKVParallelLinear")
+    untied = ExpectedReloadWarnings(torch.bfloat16, tied_lm_head=False)
+    assert passes(untied, failed, "ParallelLMHead")  # its own weight should have been there
+    assert passes(tied, "anything else %s", "x")
+
+
 @pytest.mark.slow
 def test_reloaded_engine_samples_what_a_fresh_engine_samples(tmp_path, chat_models,
-                                                              monkeypatch):
+                                                              monkeypatch, capfd):
     from transformers import AutoTokenizer
 
     base = chat_models["policy"]
@@ -153,8 +177,15 @@ def test_reloaded_engine_samples_what_a_fresh_engine_samples(tmp_path, chat_mode
     with PolicyEngine(cfg, tmp_path) as engines:
         sampler = engines.sampler(base)
         before, _ = _sample(sampler, prompts, stop_ids)
+        capfd.readouterr()
         assert engines.sampler(trained) is sampler
         assert (engines.starts, engines.reloads) == (1, 1)
+        # The worker's log (a child process writing to this test's stderr) has none of the
+        # warnings a correct reload of a float32 checkpoint would otherwise print.
+        captured = capfd.readouterr()
+        reload_log = captured.out + captured.err
+        assert "Failed to load weights" not in reload_log, reload_log[-2000:]
+        assert "Attempted to load weight" not in reload_log, reload_log[-2000:]
         assert sampler.policy_label == "policy-r001"
         after, after_logprobs = _sample(sampler, prompts, stop_ids)
         assert [r["token_ids"] for r in after] != [r["token_ids"] for r in before], \
