@@ -5,11 +5,14 @@ library function; nothing else lives here."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import sys
+import threading
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.config import ConfigError, load_config
@@ -186,24 +189,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _exit_on_sigterm() -> None:
-    """SIGTERM (a scheduler's stop: Slurm, Kubernetes, systemd, `timeout`) ends the command
-    as Ctrl-C does, by an exception: `finally` blocks and atexit handlers then stop the vLLM
-    engine, the judge server and Prefect's temporary server. Python's default action ends
-    the process at once and leaves those running, holding their memory. A second SIGTERM
-    during that clean-up ends it at once."""
+@contextlib.contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    """While a command runs, SIGTERM (a scheduler's stop: Slurm, Kubernetes, systemd,
+    `timeout`) ends it as Ctrl-C does, by an exception: `finally` blocks and atexit handlers
+    then stop the vLLM engine, the judge server and Prefect's temporary server. Python's
+    default action ends the process at once and leaves those running, holding their memory.
+    The handler before it comes back when the command returns (a program or a test calling
+    ``main`` in-process keeps its own), so a second SIGTERM during the clean-up after it
+    ends the process at once. Only the main thread can set a handler: elsewhere nothing
+    changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
     def handler(signum, _frame):
-        signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signum, previous)
         raise SystemExit(128 + signum)
 
-    signal.signal(signal.SIGTERM, handler)
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _terminated(err: BaseException) -> bool:
     """Whether ``err`` was raised while a SIGTERM was being handled. During a flow run
     Prefect's own SIGTERM handler raises TerminationSignal instead of ours, and its task
     engine can turn that into another error (seen: ValueError('Task run is not set') when
-    the signal lands as a task starts), which must not be reported as bad input."""
+    the signal lands as a task starts; a client error when Prefect's temporary server got
+    the signal too), which must be reported as the stop, not as bad input or a crash."""
     from prefect.exceptions import TerminationSignal
 
     seen: set[int] = set()
@@ -217,21 +233,22 @@ def _terminated(err: BaseException) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _exit_on_sigterm()
     # Telemetry writes race the temporary server's SQLite database ("database is locked").
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # Logs go to stderr, so that stdout holds only the command's JSON result.
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     try:
-        return _dispatch(args)
-    # ValueError covers ConfigError, SchemaError and ImportFileError: problems with the
-    # user's input whose message says what to fix. GRPO_DEBUG=1 shows the traceback.
-    except (ValueError, KeyError, FileNotFoundError) as err:
-        if _terminated(err):
+        with _sigterm_exits():
+            return _dispatch(args)
+    except BaseException as err:
+        if not isinstance(err, SystemExit) and _terminated(err):
             print(f"grpo {args.command}: stopped by SIGTERM; what was written is kept and "
                   "the same command resumes", file=sys.stderr)
             return 128 + signal.SIGTERM
-        if os.environ.get("GRPO_DEBUG"):
+        # ValueError covers ConfigError, SchemaError and ImportFileError: problems with the
+        # user's input whose message says what to fix. GRPO_DEBUG=1 shows the traceback.
+        if not isinstance(err, (ValueError, KeyError, FileNotFoundError)) \
+                or os.environ.get("GRPO_DEBUG"):
             raise
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"grpo {args.command}: error: {msg}", file=sys.stderr)

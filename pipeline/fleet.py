@@ -107,14 +107,20 @@ class _Log:
 def _sweep_temp_files_of(output: Path, lease) -> None:
     """Temporary files a killed previous owner left for this output. Only the lease holder
     may do this: a round-wide sweep would delete another live worker's file mid-write. And
-    only while it still holds the lease, and only files last written before it claimed: a
-    worker paused between its claim and this sweep (a VM pause, SIGSTOP, swap) may have lost
-    the shard meanwhile, and the temporary file there now is the new owner's, written after
-    our lease expired, so after our claim."""
+    only while it still holds the lease, and only files last written before its lease file
+    was: a worker paused between its claim and this sweep (a VM pause, SIGSTOP, swap) may
+    have lost the shard meanwhile, and the temporary file there now is the new owner's,
+    written after our lease lapsed. The lease file's own time is the reference, not this
+    machine's clock: on a shared filesystem both times come from the file server."""
     lease.check()
+    try:
+        ours = lease.path.stat().st_mtime
+    except FileNotFoundError:
+        lease.check()  # gone: taken over (raises LeaseLost)
+        raise
     for tmp in output.parent.glob(f"{output.name}{TMP_MARK}*"):
         try:
-            if tmp.stat().st_mtime < lease.acquired_at:
+            if tmp.stat().st_mtime < ours:
                 tmp.unlink(missing_ok=True)
         except FileNotFoundError:
             continue

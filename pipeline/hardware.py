@@ -54,6 +54,8 @@ def engine_eager(setting: bool | str) -> bool:
     (1.15-1.25) the tokens/s of eager, but started in 49.6 s against 14-18 s; a loop that
     keeps one engine and generates a few seconds a round, as the demo does, loses by it.
     On a GPU, eager mode gives up CUDA graphs, which small-batch decoding relies on."""
+    if isinstance(setting, bool):
+        return setting
     if setting != "auto":
-        return bool(setting)
+        raise ValueError(f"generation.enforce_eager: true, false or 'auto', got {setting!r}")
     return not has_cuda()

@@ -144,3 +144,30 @@ def test_own_model_with_demo_judges_names_the_settings_to_change(tmp_path):
                                  "loop.gold": ""})
     with pytest.raises(ConfigError, match="set llm_judge.model to your own"):
         preflight(cfg, tmp_path, judges=True)
+
+
+def test_sigterm_during_a_command_exits_and_the_callers_handler_comes_back(capsys):
+    """While a command runs, SIGTERM raises SystemExit(143) (so clean-up runs); before and
+    after, the caller's own handler is in place (a test or program calling main
+    in-process)."""
+    import os
+    import signal
+    import time
+
+    from flows.cli import _sigterm_exits
+
+    def callers(signum, frame):
+        raise AssertionError("the caller's handler ran inside the command")
+
+    before = signal.signal(signal.SIGTERM, callers)
+    try:
+        with pytest.raises(SystemExit) as stopped, _sigterm_exits():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler runs at the next bytecode; never reached
+        assert stopped.value.code == 128 + signal.SIGTERM
+        assert signal.getsignal(signal.SIGTERM) is callers
+        assert main(["schema"]) == 0
+        assert signal.getsignal(signal.SIGTERM) is callers
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    capsys.readouterr()

@@ -62,3 +62,5 @@ def test_enforce_eager_auto_is_eager_on_a_cpu_and_compiled_on_a_gpu(monkeypatch)
         assert set_cfg.generation.enforce_eager is explicit
     with pytest.raises(ConfigError, match="enforce_eager"):
         load_config(overrides={"generation.enforce_eager": "sometimes"})
+    with pytest.raises(ValueError, match="enforce_eager"):
+        hardware.engine_eager("false")  # unvalidated text is refused, not read as truthy

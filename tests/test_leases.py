@@ -176,6 +176,7 @@ def test_a_worker_paused_after_its_claim_leaves_the_new_owners_temp_file(tmp_pat
     out = tmp_path / "out-1"
     theirs = tmp_path / f"out-1{TMP_MARK}new-owner"
     real_claim = fleet.try_claim
+    takers = []
 
     def claim_then_pause(output, owner, ttl_s):
         lease = real_claim(output, owner, ttl_s)
@@ -183,6 +184,7 @@ def test_a_worker_paused_after_its_claim_leaves_the_new_owners_temp_file(tmp_pat
         time.sleep(ttl_s + 0.2)  # paused past the lease's ttl
         taker = real_claim(output, "new-owner", ttl_s)
         assert taker is not None and taker.slot == lease.slot + 1
+        takers.append(taker)
         theirs.write_text("being written")
         return lease
 
@@ -192,3 +194,21 @@ def test_a_worker_paused_after_its_claim_leaves_the_new_owners_temp_file(tmp_pat
                          wait_for_others=False)
     assert report.lost == ["out-1"] and ran == []
     assert theirs.read_text() == "being written" and not out.exists()
+    assert current_lease(out, ttl).owner == "new-owner"
+    takers[0].release(done=False)
+    monkeypatch.undo()
+
+    # Held all along: a file stamped after the lease file (someone else's, written while
+    # this sweep runs) is left; one from before the claim goes.
+    out = tmp_path / "out-2"
+    lease = try_claim(out, "holder", 30.0)
+    try:
+        stamp = lease.path.stat().st_mtime
+        old, new = (tmp_path / f"out-2{TMP_MARK}{name}" for name in ("old", "new"))
+        for path, at in ((old, stamp - 5), (new, stamp + 5)):
+            path.write_text("x")
+            os.utime(path, (at, at))
+        fleet._sweep_temp_files_of(out, lease)
+        assert not old.exists() and new.exists()
+    finally:
+        lease.release(done=False)
