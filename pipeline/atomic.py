@@ -2,14 +2,15 @@
 
 The data goes to a temporary file in the same directory, is fsynced, then renamed over the
 target with ``os.replace`` (atomic on POSIX), and the directory is fsynced so the rename
-itself survives a power cut. Temporary names carry the pid, so two writers never collide,
-and ``sweep_temp_files`` removes what a killed writer left.
+itself survives a power cut. Temporary names carry the pid and a random token, so two
+writers never collide, and ``sweep_temp_files`` removes what a killed writer left.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +23,11 @@ from pipeline.schema import Table, validate
 TMP_MARK = ".tmp-"
 
 
-def _tmp_path(path: Path) -> Path:
-    return path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
+def temp_path(path: Path) -> Path:
+    """A temporary name beside ``path`` that no other writer picks. The pid alone is not
+    unique: threads of one process share it, and so do containers on different machines
+    writing to one shared file system (each has its own pid 1)."""
+    return path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
 
 
 def _commit(tmp: Path, path: Path) -> None:
@@ -38,7 +42,7 @@ def write_parquet_atomic(table: pa.Table, path: Path, spec: Table) -> Path:
     table = validate(table, spec, where=str(path))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
+    tmp = temp_path(path)
     try:
         pq.write_table(table, tmp, compression="zstd")
         _commit(tmp, path)
@@ -50,7 +54,7 @@ def write_parquet_atomic(table: pa.Table, path: Path, spec: Table) -> Path:
 def write_text_atomic(text: str, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
+    tmp = temp_path(path)
     try:
         tmp.write_text(text)
         _commit(tmp, path)
@@ -147,7 +151,7 @@ def parquet_writer_atomic(path: Path, spec: Table) -> Iterator:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
+    tmp = temp_path(path)
     writer = pq.ParquetWriter(tmp, spec.arrow_schema, compression="zstd")
 
     def write(table: pa.Table) -> None:

@@ -16,6 +16,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.atomic import temp_path
 from pipeline.schema import TABLES, SchemaError
 from pipeline.store import TABLE_GLOBS, catalog_path, table_files
 
@@ -28,7 +29,7 @@ def rebuild(workdir: Path) -> dict[str, int]:
     """Recreate ``catalog.duckdb`` from the files; return rows per table."""
     workdir = Path(workdir).resolve()
     target = catalog_path(workdir)
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    tmp = temp_path(target)
     tmp.unlink(missing_ok=True)
     rows: dict[str, int] = {}
     file_rows: list[dict] = []

@@ -34,7 +34,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.atomic import TMP_MARK, atomic_dir, write_text_atomic
+from pipeline.atomic import atomic_dir, temp_path, write_text_atomic
 from pipeline.rounds import round_policy
 from pipeline.schema import MESSAGES
 from pipeline.store import TABLE_GLOBS, table_files
@@ -275,7 +275,7 @@ def _write(table: pa.Table, out: Path) -> None:
         write_text_atomic("".join(json.dumps(row, ensure_ascii=False) + "\n"
                                   for row in table.to_pylist()), out)
     elif out.suffix == ".parquet":
-        tmp = out.with_name(f"{out.name}{TMP_MARK}{os.getpid()}")
+        tmp = temp_path(out)
         try:
             pq.write_table(table, tmp, compression="zstd")
             os.replace(tmp, out)

@@ -11,7 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.atomic import TMP_MARK, sweep_temp_files, write_parquet_atomic
+from pipeline.atomic import (TMP_MARK, parquet_writer_atomic, sweep_temp_files,
+                             write_parquet_atomic)
 from pipeline.schema import EVALS, SchemaError
 
 ROWS = 200_000
@@ -63,4 +64,27 @@ def test_invalid_table_is_refused_and_old_file_kept(tmp_path):
     with pytest.raises(SchemaError, match="duplicate"):
         write_parquet_atomic(bad, path, EVALS)
     assert pq.read_table(path).to_pylist() == [{"round": 0, "metric": "gold", "value": 0.5}]
+    assert not list(tmp_path.glob(f"*{TMP_MARK}*"))
+
+
+def test_two_writers_with_one_pid_do_not_share_a_temporary_file(tmp_path):
+    """Writers that share a pid (threads of one process; containers on different machines
+    writing to one shared file system, each its own pid 1) write the same target with
+    overlapping lifetimes: each commits a complete file of its own and none fails. With the
+    pid alone in the temporary name the second truncated the first's file, and the first's
+    rename left the second nothing to commit (FileNotFoundError)."""
+    path = tmp_path / "evals.parquet"
+
+    def version(v: int) -> pa.Table:
+        return pa.table({"round": pa.array(range(1000), pa.int32()),
+                         "metric": pa.array([f"m{v}"] * 1000),
+                         "value": pa.array([float(v)] * 1000)})
+
+    with parquet_writer_atomic(path, EVALS) as first:
+        first(version(1))
+        with parquet_writer_atomic(path, EVALS) as second:
+            second(version(2))
+        assert set(pq.read_table(path).column("value").to_pylist()) == {2.0}
+    table = pq.read_table(path)  # the first commits last: its version, whole
+    assert table.num_rows == 1000 and set(table.column("value").to_pylist()) == {1.0}
     assert not list(tmp_path.glob(f"*{TMP_MARK}*"))
