@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -214,6 +216,17 @@ def _sigterm_exits() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _in_chain(err: BaseException | None, match) -> BaseException | None:
+    """The first exception in ``err``'s chain (causes and contexts) that ``match`` accepts."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if match(err):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def _terminated(err: BaseException) -> bool:
     """Whether ``err`` was raised while a SIGTERM was being handled. During a flow run
     Prefect's own SIGTERM handler raises TerminationSignal instead of ours, and its task
@@ -222,13 +235,28 @@ def _terminated(err: BaseException) -> bool:
     the signal too), which must be reported as the stop, not as bad input or a crash."""
     from prefect.exceptions import TerminationSignal
 
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, TerminationSignal):
-            return True
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return False
+    return _in_chain(err, lambda e: isinstance(e, TerminationSignal)) is not None
+
+
+def _disk_full(err: BaseException) -> OSError | None:
+    """The out-of-space error (a full disk or a spent quota) in ``err``'s chain, if any."""
+    return _in_chain(err, lambda e: isinstance(e, OSError)
+                     and e.errno in (errno.ENOSPC, errno.EDQUOT))
+
+
+def _disk_full_message(args: argparse.Namespace, err: OSError) -> str:
+    where = err.filename or getattr(args, "workdir", None) or os.getcwd()
+    free = ""
+    with contextlib.suppress(OSError):
+        probe = Path(where)
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        left = shutil.disk_usage(probe).free
+        free = f" ({left / 2**20:.1f} MiB free there now)" if left >= 2**20 else \
+            f" ({left // 2**10} KiB free there now)"
+    return (f"grpo {args.command}: error: no space left on the device holding {where}{free}. "
+            "Nothing half-written is kept and everything finished is: free space (or use a "
+            "--workdir on a larger disk) and rerun the same command to go on")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -245,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"grpo {args.command}: stopped by SIGTERM; what was written is kept and "
                   "the same command resumes", file=sys.stderr)
             return 128 + signal.SIGTERM
+        full = _disk_full(err)
+        if full is not None and not os.environ.get("GRPO_DEBUG"):
+            print(_disk_full_message(args, full), file=sys.stderr)
+            return 1
         # ValueError covers ConfigError, SchemaError and ImportFileError: problems with the
         # user's input whose message says what to fix. GRPO_DEBUG=1 shows the traceback.
         if not isinstance(err, (ValueError, KeyError, FileNotFoundError)) \

@@ -14,6 +14,7 @@ one file are not atomic on shared storage), so who did what survives a killed wo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -170,8 +171,12 @@ def run_claimed(jobs: Iterable[ShardJob], owner: str, ttl_s: float, *,
                 write("lost", job.output)
                 continue
             except BaseException as err:
-                lease.release(done=False)
-                write("failed", job.output, error=f"{type(err).__name__}: {err}")
+                # Best effort: on a full disk these writes fail too, and must not hide the
+                # job's own error (the lease then lapses after its ttl).
+                with contextlib.suppress(OSError):
+                    lease.release(done=False)
+                with contextlib.suppress(OSError):
+                    write("failed", job.output, error=f"{type(err).__name__}: {err}")
                 raise
             finished = job.output.exists()
             lease.release(done=finished)

@@ -203,7 +203,11 @@ class Lease:
                 lease_path(self.output, slot).unlink(missing_ok=True)
         elif not self.superseded():
             tmp = self.path.with_name(f"{self.path.name}.renew-{self.owner}")
-            tmp.write_bytes(self.content(expires_at=0.0))
+            try:
+                tmp.write_bytes(self.content(expires_at=0.0))
+            except OSError:  # a full disk: the lease lapses after its ttl instead
+                tmp.unlink(missing_ok=True)
+                raise
             os.replace(tmp, self.path)
 
     def __enter__(self) -> Lease:

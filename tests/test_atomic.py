@@ -11,8 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.atomic import (TMP_MARK, parquet_writer_atomic, sweep_temp_files,
-                             write_parquet_atomic)
+from pipeline.atomic import TMP_MARK, parquet_writer_atomic, sweep_temp_files, write_parquet_atomic
 from pipeline.schema import EVALS, SchemaError
 
 ROWS = 200_000

@@ -174,3 +174,62 @@ def test_sigterm_mid_generation_leaves_no_process_behind(tmp_path, demo_model_di
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def _small_disk(path, size: str):
+    """A real file system of ``size`` at ``path`` (tmpfs): ENOSPC comes from the kernel,
+    as on a full disk. Mounting needs root (these machines and CI run tests as root)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    path.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                   check=True)
+    try:
+        yield lambda new_size: subprocess.run(
+            ["mount", "-o", f"remount,size={new_size}", str(path)], check=True)
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_full_disk_mid_generation_stops_cleanly_then_resumes(tmp_path, demo_model_dir):
+    """The disk holding the workdir fills up mid-round: `grpo generate` stops with exit 1
+    and a message saying what to do (not a traceback with the lease's own write error on
+    top), leaves no temporary file and no process behind, and keeps the finished shards;
+    once space is freed the same command finishes the round, each candidate once."""
+    workdir = tmp_path / "disk"
+    overrides = small_overrides(demo_model_dir, **{"prompts.n_train_per_round": 96,
+                                                   "generation.shard_size": 3,
+                                                   "generation.lease_ttl_s": 10})
+    argv = [sys.executable, "-m", "flows.cli", "generate", "--workdir", str(workdir),
+            *cli_set_args(overrides)]
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / ".prefect")}
+    shard_dir = round_dir(workdir, 0) / "candidates"
+    # 120 KiB: the prompt set and a few of the 32 shards fit, not all.
+    with _small_disk(workdir, "120k") as resize:
+        proc = subprocess.Popen(argv, env=env, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            _, err = proc.communicate(timeout=600)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        assert proc.returncode == 1, err[-3000:]
+        last = err.strip().splitlines()[-2:]
+        assert any(line.startswith(f"grpo generate: error: no space left on the device "
+                                   f"holding {workdir}") and "rerun the same command" in line
+                   for line in last), err[-3000:]
+        assert _session_processes(proc.pid) == []
+        assert not list(workdir.rglob("*.tmp-*")) and not list(workdir.rglob("*.renew-*"))
+        done_before = {p: p.stat().st_mtime_ns for p in shard_dir.glob("*.parquet")}
+        assert 1 <= len(done_before) < 32, "the disk must fill mid-round"
+        for shard in done_before:
+            assert pq.read_table(shard).num_rows == 3 * 4
+
+        resize("8m")
+        rerun = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        assert len(list(shard_dir.glob("*.parquet"))) == 32
+        assert all(p.stat().st_mtime_ns == t for p, t in done_before.items())
+        keys = [(r["prompt_id"], r["candidate_idx"]) for r in _candidates(workdir)]
+        assert len(keys) == 96 * 4 == len(set(keys))
