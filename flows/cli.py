@@ -238,14 +238,20 @@ def _terminated(err: BaseException) -> bool:
     return _in_chain(err, lambda e: isinstance(e, TerminationSignal)) is not None
 
 
-def _disk_full(err: BaseException) -> OSError | None:
-    """The out-of-space error (a full disk or a spent quota) in ``err``'s chain, if any."""
-    return _in_chain(err, lambda e: isinstance(e, OSError)
-                     and e.errno in (errno.ENOSPC, errno.EDQUOT))
+_OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
-def _disk_full_message(args: argparse.Namespace, err: OSError) -> str:
-    where = err.filename or getattr(args, "workdir", None) or os.getcwd()
+def _disk_full(err: BaseException) -> BaseException | None:
+    """The out-of-space error (a full disk or a spent quota) in ``err``'s chain, if any:
+    an OSError with its errno (Python, pyarrow), or another library's error that carries
+    only the C library's text (DuckDB's IOException and TransactionException, safetensors)."""
+    texts = tuple(os.strerror(code) for code in _OUT_OF_SPACE)
+    return _in_chain(err, lambda e: (isinstance(e, OSError) and e.errno in _OUT_OF_SPACE)
+                     or any(t in str(e) for t in texts))
+
+
+def _disk_full_message(args: argparse.Namespace, err: BaseException) -> str:
+    where = getattr(err, "filename", None) or getattr(args, "workdir", None) or os.getcwd()
     free = ""
     with contextlib.suppress(OSError):
         probe = Path(where)

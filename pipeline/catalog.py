@@ -9,6 +9,7 @@ at once; a table with no files yet is an empty view with the schema's column typ
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -30,11 +31,12 @@ def rebuild(workdir: Path) -> dict[str, int]:
     workdir = Path(workdir).resolve()
     target = catalog_path(workdir)
     tmp = temp_path(target)
-    tmp.unlink(missing_ok=True)
+    wal = tmp.with_name(tmp.name + ".wal")
     rows: dict[str, int] = {}
     file_rows: list[dict] = []
-    con = duckdb.connect(str(tmp), config={"storage_compatibility_version": SHELL_STORAGE})
+    con = None
     try:
+        con = duckdb.connect(str(tmp), config={"storage_compatibility_version": SHELL_STORAGE})
         here = Path(_own_path(con)).with_name(target.name)
         guard = _moved_guard(str(here))
         for name, spec in TABLES.items():
@@ -63,9 +65,24 @@ def rebuild(workdir: Path) -> dict[str, int]:
         con.unregister("_f")
         con.execute("CREATE TABLE _catalog AS SELECT ? AS path, ? AS workdir",
                     [str(here), str(workdir)])
-    finally:
+        # An explicit checkpoint: one that fails inside close() (seen on a full disk) is
+        # silent and leaves the tables in the write-ahead log, which the rename would leave
+        # behind: an empty catalog.
+        con.execute("CHECKPOINT")
         con.close()
-    os.replace(tmp, target)
+        if wal.exists():
+            raise RuntimeError(f"catalog: DuckDB left {wal.name} after its checkpoint; the "
+                               "catalog was not replaced")
+        os.replace(tmp, target)
+    except BaseException:
+        # The old catalog stays; the half-built one goes (on a full disk it holds the space
+        # the user has to free).
+        if con is not None:
+            with contextlib.suppress(duckdb.Error):
+                con.close()
+        for leftover in (tmp, wal):
+            leftover.unlink(missing_ok=True)
+        raise
     return rows
 
 

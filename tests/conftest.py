@@ -5,7 +5,9 @@ Nothing is downloaded: the model and tokenizer are trained here, in seconds.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -170,3 +172,19 @@ def chat_models(tmp_path_factory) -> dict[str, Path]:
     return {"policy": build_chat_policy(root / "qwen-chat"),
             "helpful": build_reward_model(root / "helpful-rm", "qwen2", seed=1),
             "gold": build_reward_model(root / "gold-rm", "llama", seed=2)}
+
+
+@contextlib.contextmanager
+def small_disk(path, size: str):
+    """A real file system of ``size`` at ``path`` (tmpfs): ENOSPC comes from the kernel,
+    as on a full disk. Mounting needs root (these machines and CI run tests as root)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    path.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                   check=True)
+    try:
+        yield lambda new_size: subprocess.run(
+            ["mount", "-o", f"remount,size={new_size}", str(path)], check=True)
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)

@@ -15,7 +15,7 @@ import pytest
 from pipeline.catalog import connect_readonly, rebuild
 from pipeline.config import ConfigError
 from pipeline.store import round_dir, table_files
-from tests.conftest import cli_set_args, small_overrides
+from tests.conftest import cli_set_args, small_disk, small_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -176,22 +176,6 @@ def test_sigterm_mid_generation_leaves_no_process_behind(tmp_path, demo_model_di
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-@contextlib.contextmanager
-def _small_disk(path, size: str):
-    """A real file system of ``size`` at ``path`` (tmpfs): ENOSPC comes from the kernel,
-    as on a full disk. Mounting needs root (these machines and CI run tests as root)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    path.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                   check=True)
-    try:
-        yield lambda new_size: subprocess.run(
-            ["mount", "-o", f"remount,size={new_size}", str(path)], check=True)
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
 def test_full_disk_mid_generation_stops_cleanly_then_resumes(tmp_path, demo_model_dir):
     """The disk holding the workdir fills up mid-round: `grpo generate` stops with exit 1
     and a message saying what to do (not a traceback with the lease's own write error on
@@ -206,7 +190,7 @@ def test_full_disk_mid_generation_stops_cleanly_then_resumes(tmp_path, demo_mode
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / ".prefect")}
     shard_dir = round_dir(workdir, 0) / "candidates"
     # 120 KiB: the prompt set and a few of the 32 shards fit, not all.
-    with _small_disk(workdir, "120k") as resize:
+    with small_disk(workdir, "120k") as resize:
         proc = subprocess.Popen(argv, env=env, start_new_session=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
