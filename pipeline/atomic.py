@@ -71,8 +71,9 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     (``renameat2(RENAME_EXCHANGE)`` on Linux), so a reader always finds a complete
     directory at TARGET, old or new; the old tree is removed after. Where the exchange is
     not available the old tree is first moved aside to ``TARGET.old`` (restored by the next
-    attempt if a crash lands between the two renames). A killed writer leaves only the
-    ``.tmp`` (cleared by the next attempt), never a half-saved model.
+    attempt if a crash lands between the two renames). A save that raises removes its
+    ``.tmp``; a killed writer leaves it (cleared by the next attempt), never a half-saved
+    model.
     """
     target = Path(target)
     tmp = target.with_name(target.name + ".tmp")
@@ -82,8 +83,13 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(old, ignore_errors=True)
     tmp.mkdir(parents=True)
-    yield tmp
-    _fsync_tree(tmp)
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+    except BaseException:
+        # A failed save (a full disk, most likely) frees what it wrote at once.
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if target.exists():
         if _exchange(tmp, target):
             shutil.rmtree(tmp, ignore_errors=True)  # now holds the old tree

@@ -100,3 +100,25 @@ def test_a_catalog_that_does_not_fit_is_an_error_not_an_empty_catalog(tmp_path, 
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "no space left on the device holding" in err[0], err
         assert list(workdir.iterdir()) == []
+
+
+def test_a_model_save_that_fills_the_disk_keeps_the_old_model_and_frees_its_space(tmp_path):
+    """A checkpoint or model directory saved through atomic_dir runs out of space halfway:
+    the old directory is untouched, and the half-written one is removed at once, so the
+    space it took is free again for the rerun."""
+    from pipeline.atomic import atomic_dir
+
+    disk = tmp_path / "disk"
+    with small_disk(disk, "1m"):
+        target = disk / "model"
+        with atomic_dir(target) as tmp:
+            (tmp / "weights").write_bytes(b"old" * 1000)
+        with pytest.raises(OSError) as raised, atomic_dir(target) as tmp:
+            (tmp / "config.json").write_text("{}")
+            with open(tmp / "weights", "wb") as fh:
+                while True:
+                    fh.write(b"\1" * 65536)
+        assert _disk_full(raised.value) is raised.value
+        assert sorted(p.name for p in disk.iterdir()) == ["model"]
+        assert (target / "weights").read_bytes() == b"old" * 1000
+        assert sorted(p.name for p in target.iterdir()) == ["weights"]
