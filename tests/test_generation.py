@@ -145,7 +145,8 @@ def test_sigterm_mid_generation_leaves_no_process_behind(tmp_path, demo_model_di
     env["PREFECT_HOME"] = str(tmp_path / ".prefect")
     if to == "group":
         # The temporary server stops with the group, and Prefect's client retries its crash
-        # report with backoff, 5 times (about 75 s here) by default: 2 give the same path.
+        # report with backoff, by default 5 times (80 s from the signal to the exit here):
+        # 2 take the same path.
         env["PREFECT_CLIENT_MAX_RETRIES"] = "2"
     shard_dir = round_dir(tmp_path, 0) / "candidates"
     log = tmp_path / "terminated.log"
