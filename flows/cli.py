@@ -260,7 +260,8 @@ def _disk_full_message(args: argparse.Namespace, err: BaseException) -> str:
         left = shutil.disk_usage(probe).free
         free = f" ({left / 2**20:.1f} MiB free there now)" if left >= 2**20 else \
             f" ({left // 2**10} KiB free there now)"
-    return (f"grpo {args.command}: error: no space left on the device holding {where}{free}. "
+    return (f"grpo {args.command}: error: no space left on the device holding {where}{free}"
+            " (or a disk quota is spent). "
             "Nothing half-written is kept and everything finished is: free space (or use a "
             "--workdir on a larger disk) and rerun the same command to go on")
 
@@ -279,9 +280,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"grpo {args.command}: stopped by SIGTERM; what was written is kept and "
                   "the same command resumes", file=sys.stderr)
             return 128 + signal.SIGTERM
-        full = _disk_full(err)
+        # A SIGTERM or Ctrl-C during the clean-up after a full disk is still that.
+        full = _disk_full(err) if isinstance(err, Exception) else None
         if full is not None and not os.environ.get("GRPO_DEBUG"):
             print(_disk_full_message(args, full), file=sys.stderr)
+            if full is not err:  # raised while handling it: shown, not hidden
+                print(f"grpo {args.command}: then, while handling it: "
+                      f"{type(err).__name__}: {err}", file=sys.stderr)
             return 1
         # ValueError covers ConfigError, SchemaError and ImportFileError: problems with the
         # user's input whose message says what to fix. GRPO_DEBUG=1 shows the traceback.

@@ -12,6 +12,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,25 @@ import pyarrow.parquet as pq
 from pipeline.schema import Table, validate
 
 TMP_MARK = ".tmp-"
+
+
+# A temporary file nobody has written for this long belongs to a writer that was killed
+# (a live one writes far more often), and the next write of the same target removes it.
+STALE_TEMP_S = 3600.0
+
+
+def sweep_stale_temps(path: Path, older_than_s: float = STALE_TEMP_S) -> list[Path]:
+    """Remove the temporary files of ``path`` (``PATH.tmp-*``, a DuckDB log beside one too)
+    last written more than ``older_than_s`` ago; return them. A fresh one may be another
+    live writer's and is left alone."""
+    removed = []
+    cutoff = time.time() - older_than_s
+    for p in Path(path).parent.glob(f"{Path(path).name}{TMP_MARK}*"):
+        with contextlib.suppress(FileNotFoundError):
+            if p.is_file() and p.stat().st_mtime < cutoff:
+                p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
 
 
 def temp_path(path: Path) -> Path:
@@ -39,9 +59,15 @@ def _commit(tmp: Path, path: Path) -> None:
 
 def write_parquet_atomic(table: pa.Table, path: Path, spec: Table) -> Path:
     """Validate against ``spec`` and write ``path`` atomically. Returns the path."""
-    table = validate(table, spec, where=str(path))
+    return write_table_atomic(validate(table, spec, where=str(path)), path)
+
+
+def write_table_atomic(table: pa.Table, path: Path) -> Path:
+    """Write ``path`` atomically, unchecked: for files of other tools' formats (exports);
+    the store's own tables go through ``write_parquet_atomic``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale_temps(path)
     tmp = temp_path(path)
     try:
         pq.write_table(table, tmp, compression="zstd")
@@ -54,6 +80,7 @@ def write_parquet_atomic(table: pa.Table, path: Path, spec: Table) -> Path:
 def write_text_atomic(text: str, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale_temps(path)
     tmp = temp_path(path)
     try:
         tmp.write_text(text)
@@ -157,8 +184,9 @@ def parquet_writer_atomic(path: Path, spec: Table) -> Iterator:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale_temps(path)
     tmp = temp_path(path)
-    writer = pq.ParquetWriter(tmp, spec.arrow_schema, compression="zstd")
+    writer = None
 
     def write(table: pa.Table) -> None:
         table = validate(table, spec, where=str(path))
@@ -166,9 +194,12 @@ def parquet_writer_atomic(path: Path, spec: Table) -> Iterator:
             writer.write_table(table)
 
     try:
+        # Inside the try: on a full disk the constructor creates the file, then raises.
+        writer = pq.ParquetWriter(tmp, spec.arrow_schema, compression="zstd")
         yield write
         writer.close()
         _commit(tmp, path)
     finally:
-        writer.close()  # a second close is a no-op
+        if writer is not None:
+            writer.close()  # a second close is a no-op
         tmp.unlink(missing_ok=True)

@@ -17,7 +17,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.atomic import temp_path
+from pipeline.atomic import sweep_stale_temps, temp_path
 from pipeline.schema import TABLES, SchemaError
 from pipeline.store import TABLE_GLOBS, catalog_path, table_files
 
@@ -30,6 +30,7 @@ def rebuild(workdir: Path) -> dict[str, int]:
     """Recreate ``catalog.duckdb`` from the files; return rows per table."""
     workdir = Path(workdir).resolve()
     target = catalog_path(workdir)
+    sweep_stale_temps(target)  # a killed rebuild's file and its log
     tmp = temp_path(target)
     wal = tmp.with_name(tmp.name + ".wal")
     rows: dict[str, int] = {}

@@ -25,16 +25,14 @@ atomically.
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from pipeline.atomic import atomic_dir, temp_path, write_text_atomic
+from pipeline.atomic import atomic_dir, write_table_atomic, write_text_atomic
 from pipeline.rounds import round_policy
 from pipeline.schema import MESSAGES
 from pipeline.store import TABLE_GLOBS, table_files
@@ -275,12 +273,7 @@ def _write(table: pa.Table, out: Path) -> None:
         write_text_atomic("".join(json.dumps(row, ensure_ascii=False) + "\n"
                                   for row in table.to_pylist()), out)
     elif out.suffix == ".parquet":
-        tmp = temp_path(out)
-        try:
-            pq.write_table(table, tmp, compression="zstd")
-            os.replace(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_table_atomic(table, out)
     else:
         import datasets
 

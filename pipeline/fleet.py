@@ -158,11 +158,11 @@ def run_claimed(jobs: Iterable[ShardJob], owner: str, ttl_s: float, *,
                 report.took_over.append({"output": job.output.name, "from": prev.owner,
                                          "expired_at": prev.expires_at,
                                          "claimed_at": lease.acquired_at})
-            write("claimed", job.output, slot=lease.slot,
-                  took_over_from=prev.owner if prev else None,
-                  previous_expires_at=prev.expires_at if prev else None)
             started = time.time()
             try:
+                write("claimed", job.output, slot=lease.slot,
+                      took_over_from=prev.owner if prev else None,
+                      previous_expires_at=prev.expires_at if prev else None)
                 _sweep_temp_files_of(job.output, lease)
                 result = job.run(lease.check)
             except LeaseLost:

@@ -163,10 +163,19 @@ class Lease:
             self.lost.set()
             return
         expires_at = time.time() + self.ttl_s
-        tmp = self.path.with_name(f"{self.path.name}.renew-{self.owner}")
-        tmp.write_bytes(self.content(expires_at))
-        os.replace(tmp, self.path)
+        self._write_expiry(expires_at)
         self.expires_at = expires_at
+
+    def _write_expiry(self, expires_at: float) -> None:
+        """Rewrite this lease with ``expires_at`` (temp file + rename, never seen
+        half-written). A failed write (a full disk) leaves no temp file behind."""
+        tmp = self.path.with_name(f"{self.path.name}.renew-{self.owner}")
+        try:
+            tmp.write_bytes(self.content(expires_at))
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, self.path)
 
     def start_heartbeat(self) -> None:
         """Renew every third of the ttl from a daemon thread, so two missed beats in a row
@@ -202,13 +211,7 @@ class Lease:
             for slot in range(self.slot + 1):
                 lease_path(self.output, slot).unlink(missing_ok=True)
         elif not self.superseded():
-            tmp = self.path.with_name(f"{self.path.name}.renew-{self.owner}")
-            try:
-                tmp.write_bytes(self.content(expires_at=0.0))
-            except OSError:  # a full disk: the lease lapses after its ttl instead
-                tmp.unlink(missing_ok=True)
-                raise
-            os.replace(tmp, self.path)
+            self._write_expiry(0.0)  # if this fails, the lease lapses after its ttl
 
     def __enter__(self) -> Lease:
         return self

@@ -6,14 +6,20 @@ test_generation.py."""
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
+import time
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from flows import cli
 from flows.cli import _disk_full, main
+from pipeline.atomic import STALE_TEMP_S, TMP_MARK, parquet_writer_atomic, write_parquet_atomic
 from pipeline.catalog import rebuild
+from pipeline.schema import EVALS
 from pipeline.store import catalog_path
 from tests.conftest import small_disk
 
@@ -81,11 +87,66 @@ def test_a_full_disk_during_a_catalog_rebuild_keeps_the_old_one(tmp_path, capsys
 
 @pytest.mark.parametrize("code", ["ENOSPC", "EDQUOT"])
 def test_both_out_of_space_codes_count(code):
-    import errno
-    import os
+    # A message without the C library's text: the errno alone decides.
+    assert _disk_full(OSError(getattr(errno, code), "write failed", "/data/x.parquet"))
+    assert _disk_full(OSError(errno.EIO, "write failed", "/data/x.parquet")) is None
 
-    n = getattr(errno, code)
-    assert _disk_full(OSError(n, os.strerror(n), "/data/x.parquet")) is not None
+
+def _dispatch_raising(monkeypatch, after_enospc: BaseException) -> None:
+    """The command (whatever it is) fills the disk, then ``after_enospc`` is raised while
+    that is handled: what main reports is the point here, not the command."""
+    def dispatch(args):
+        try:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/data/x.parquet")
+        except OSError:
+            raise after_enospc from None
+
+    monkeypatch.setattr(cli, "_dispatch", dispatch)
+
+
+def test_a_sigterm_during_the_clean_up_after_a_full_disk_is_still_the_stop(monkeypatch,
+                                                                           tmp_path):
+    _dispatch_raising(monkeypatch, SystemExit(143))
+    with pytest.raises(SystemExit) as stopped:
+        main(["db", "rebuild", "--workdir", str(tmp_path)])
+    assert stopped.value.code == 143
+
+
+def test_an_error_while_handling_a_full_disk_is_shown_not_hidden(monkeypatch, tmp_path,
+                                                                capsys):
+    _dispatch_raising(monkeypatch, KeyError("shard"))
+    assert main(["db", "rebuild", "--workdir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("grpo db: error: no space left on the device holding "
+                             "/data/x.parquet")
+    assert err[1] == "grpo db: then, while handling it: KeyError: 'shard'"
+
+
+def test_a_killed_writers_old_temp_file_goes_with_the_next_write_a_fresh_one_stays(tmp_path):
+    target = tmp_path / "evals.parquet"
+    stale = tmp_path / f"evals.parquet{TMP_MARK}7-dead"
+    live = tmp_path / f"evals.parquet{TMP_MARK}8-live"  # another writer, mid-write
+    other = tmp_path / f"other.parquet{TMP_MARK}7-dead"  # another target's
+    for p in (stale, live, other):
+        p.write_bytes(b"partial")
+    old = time.time() - STALE_TEMP_S - 60
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    write_parquet_atomic(pa.table({"round": pa.array([0], pa.int32()), "metric": ["gold"],
+                                   "value": [0.5]}), target, EVALS)
+    assert not stale.exists() and live.exists() and other.exists()
+
+
+def test_a_streamed_write_that_fills_the_disk_leaves_no_temp_file(tmp_path):
+    disk = tmp_path / "disk"
+    with small_disk(disk, "64k"):
+        _fill(disk)
+        with pytest.raises(OSError) as raised, \
+                parquet_writer_atomic(disk / "evals.parquet", EVALS) as write:
+            write(pa.table({"round": pa.array(range(10_000), pa.int32()),
+                            "metric": ["m"] * 10_000, "value": [0.5] * 10_000}))
+        assert _disk_full(raised.value) is not None
+        assert sorted(p.name for p in disk.iterdir()) == ["ballast"]
 
 
 def test_a_catalog_that_does_not_fit_is_an_error_not_an_empty_catalog(tmp_path, capsys):
