@@ -258,10 +258,10 @@ def _disk_full_message(args: argparse.Namespace, err: BaseException) -> str:
         while not probe.exists() and probe != probe.parent:
             probe = probe.parent
         left = shutil.disk_usage(probe).free
-        free = f" ({left / 2**20:.1f} MiB free there now)" if left >= 2**20 else \
-            f" ({left // 2**10} KiB free there now)"
-    return (f"grpo {args.command}: error: no space left on the device holding {where}{free}"
-            " (or a disk quota is spent). "
+        free = f"{left / 2**20:.1f} MiB free there now, " if left >= 2**20 else \
+            f"{left // 2**10} KiB free there now, "
+    return (f"grpo {args.command}: error: no space left on the device holding {where} "
+            f"({free}or a disk quota is spent). "
             "Nothing half-written is kept and everything finished is: free space (or use a "
             "--workdir on a larger disk) and rerun the same command to go on")
 
