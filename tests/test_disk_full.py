@@ -183,3 +183,22 @@ def test_a_model_save_that_fills_the_disk_keeps_the_old_model_and_frees_its_spac
         assert sorted(p.name for p in disk.iterdir()) == ["model"]
         assert (target / "weights").read_bytes() == b"old" * 1000
         assert sorted(p.name for p in target.iterdir()) == ["weights"]
+
+
+def test_a_lease_rewrite_on_a_full_disk_leaves_no_temp_file(tmp_path):
+    """The heartbeat's renew and the release's expiry both rewrite the lease through a
+    temp file; on a full disk the write fails and the temp file must not stay (it used to,
+    empty, beside every lease the failing worker held)."""
+    from pipeline.leases import try_claim
+
+    disk = tmp_path / "disk"
+    with small_disk(disk, "64k"):
+        lease = try_claim(disk / "shard-00000.parquet", "worker-a", ttl_s=600)
+        assert lease is not None
+        _fill(disk)
+        with pytest.raises(OSError) as raised:
+            lease.renew()
+        assert _disk_full(raised.value) is raised.value
+        with pytest.raises(OSError):
+            lease.release(done=False)
+        assert sorted(p.name for p in disk.iterdir()) == ["ballast", "shard-00000.parquet.lease-0"]
