@@ -202,3 +202,51 @@ def test_a_lease_rewrite_on_a_full_disk_leaves_no_temp_file(tmp_path):
         with pytest.raises(OSError):
             lease.release(done=False)
         assert sorted(p.name for p in disk.iterdir()) == ["ballast", "shard-00000.parquet.lease-0"]
+
+
+CHECKPOINT_ON = """
+import json, sys, torch
+from pathlib import Path
+from accelerate import Accelerator
+from trainers.checkpoints import Position, save_checkpoint
+acc = Accelerator(cpu=True)
+model = torch.nn.Linear(100, 100)
+model, opt = acc.prepare(model, torch.optim.AdamW(model.parameters()))
+model(torch.randn(2, 100)).sum().backward()
+opt.step()  # the optimizer's state: twice the model's size
+try:
+    save_checkpoint(acc, Path(sys.argv[1]), Position(step=1), keep=2)
+    print(json.dumps({"raised": None}))
+except Exception as err:
+    from flows.cli import _disk_full
+    print(json.dumps({"raised": type(err).__name__, "errno": getattr(err, "errno", None),
+                      "disk_full": _disk_full(err) is not None,
+                      "cause": type(err.__cause__).__name__}))
+"""
+
+
+def test_a_checkpoint_that_fills_the_disk_says_so(tmp_path):
+    """The model fits, the optimizer's state does not: torch.save's bare RuntimeError
+    ('unexpected pos ...') becomes an OSError(ENOSPC) the CLI reports as a full disk, and
+    the half-written checkpoint is gone. On a disk with room, the same save succeeds."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+
+    def save(where) -> dict:
+        done = subprocess.run([sys.executable, "-c", CHECKPOINT_ON, str(where)], cwd=root,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    disk = tmp_path / "disk"
+    with small_disk(disk, "100k"):
+        record = save(disk / "ckpts")
+        assert record == {"raised": "OSError", "errno": errno.ENOSPC, "disk_full": True,
+                          "cause": "RuntimeError"}
+        assert list((disk / "ckpts").iterdir()) == []
+    assert save(tmp_path / "roomy") == {"raised": None}
+    assert (tmp_path / "roomy" / "step-0000001" / "position.json").exists()

@@ -11,7 +11,9 @@ seen next; metrics lines written after the checkpoint are dropped and rewritten.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -41,7 +43,13 @@ def save_checkpoint(accelerator, ckpt_dir: Path, position: Position, keep: int) 
     main = accelerator.is_main_process
     with atomic_dir(target) if main else _tmp_of(target) as tmp:
         accelerator.wait_for_everyone()  # the main process has made the directory
-        accelerator.save_state(str(tmp))
+        try:
+            accelerator.save_state(str(tmp))
+        except RuntimeError as err:
+            full = _out_of_space(tmp)
+            if full is None:
+                raise
+            raise full from err
         accelerator.wait_for_everyone()  # every process has written its part
         if main:
             write_text_atomic(json.dumps(asdict(position)), tmp / "position.json")
@@ -51,6 +59,26 @@ def save_checkpoint(accelerator, ckpt_dir: Path, position: Position, keep: int) 
         for old in complete[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
+
+
+# After a write failed for want of space, what is left is less than one write's buffer;
+# a disk with more free than this failed for another reason.
+_FULL_BELOW_BYTES = 16 * 2**20
+
+
+def _out_of_space(tmp: Path) -> OSError | None:
+    """torch.save reports a write that ran out of space as a bare RuntimeError ('[enforce
+    fail at inline_container.cc] unexpected pos ...': no errno, no text, seen on a full
+    tmpfs). With the disk all but full at that moment, it is that: the OSError(ENOSPC) to
+    raise from it, so that the CLI can tell the user what to do. None if the disk has room."""
+    try:
+        free = shutil.disk_usage(tmp).free
+    except OSError:
+        return None
+    if free >= _FULL_BELOW_BYTES:
+        return None
+    return OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} while saving a checkpoint",
+                   str(tmp.parent))
 
 
 class _tmp_of:
