@@ -204,6 +204,10 @@ def test_full_disk_mid_generation_stops_cleanly_then_resumes(tmp_path, demo_mode
         assert any(line.startswith(f"grpo generate: error: no space left on the device "
                                    f"holding {workdir}") and "rerun the same command" in line
                    for line in last), err[-3000:]
+        # Its children may still be exiting (seen once: one with its cmdline already gone).
+        deadline = time.time() + 30
+        while time.time() < deadline and _session_processes(proc.pid):
+            time.sleep(0.2)
         assert _session_processes(proc.pid) == []
         assert not list(workdir.rglob("*.tmp-*")) and not list(workdir.rglob("*.renew-*"))
         done_before = {p: p.stat().st_mtime_ns for p in shard_dir.glob("*.parquet")}
