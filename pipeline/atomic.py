@@ -3,7 +3,8 @@
 The data goes to a temporary file in the same directory, is fsynced, then renamed over the
 target with ``os.replace`` (atomic on POSIX), and the directory is fsynced so the rename
 itself survives a power cut. Temporary names carry the pid and a random token, so two
-writers never collide, and ``sweep_temp_files`` removes what a killed writer left.
+writers never collide, and the next write of a target removes what a killed writer left
+(``sweep_stale_temps``).
 """
 
 from __future__ import annotations
@@ -29,12 +30,12 @@ TMP_MARK = ".tmp-"
 STALE_TEMP_S = 3600.0
 
 
-def sweep_stale_temps(path: Path, older_than_s: float = STALE_TEMP_S) -> list[Path]:
+def sweep_stale_temps(path: Path, written_before: float | None = None) -> list[Path]:
     """Remove the temporary files of ``path`` (``PATH.tmp-*``, a DuckDB log beside one too)
-    last written more than ``older_than_s`` ago; return them. A fresh one may be another
-    live writer's and is left alone."""
+    last written before ``written_before`` (a file time; default STALE_TEMP_S ago); return
+    them. A fresh one may be another live writer's and is left alone."""
     removed = []
-    cutoff = time.time() - older_than_s
+    cutoff = time.time() - STALE_TEMP_S if written_before is None else written_before
     for p in Path(path).parent.glob(f"{Path(path).name}{TMP_MARK}*"):
         with contextlib.suppress(FileNotFoundError):
             if p.is_file() and p.stat().st_mtime < cutoff:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.atomic import TMP_MARK
+from pipeline.atomic import sweep_stale_temps
 from pipeline.leases import LeaseLost, claimable, sweep_finished_leases, try_claim
 from pipeline.store import round_dir
 
@@ -119,12 +119,7 @@ def _sweep_temp_files_of(output: Path, lease) -> None:
     except FileNotFoundError:
         lease.check()  # gone: taken over (raises LeaseLost)
         raise
-    for tmp in output.parent.glob(f"{output.name}{TMP_MARK}*"):
-        try:
-            if tmp.stat().st_mtime < ours:
-                tmp.unlink(missing_ok=True)
-        except FileNotFoundError:
-            continue
+    sweep_stale_temps(output, written_before=ours)
 
 
 def run_claimed(jobs: Iterable[ShardJob], owner: str, ttl_s: float, *,
