@@ -2,7 +2,9 @@
 embedded judge runs it).
 
 (1) listwise vs pairwise: requests, tokens and seconds per group, same groups, same server,
-    concurrency N; (2) listwise at concurrency N vs 1: groups per second.
+    concurrency N; (2) listwise at concurrency N vs 1: groups per second; (3) with
+    --sweep-concurrency, listwise at each given concurrency: groups per second against the
+    embedded judge's default, and the share of groups scored as the default scored them.
 The groups are round 0 of a workdir, the demo policy's own samples (``grpo generate``,
 k=8), judged by the demo policy (the demo config's embedded judge) with the demo config's
 [llm_judge] settings. Each figure is the median of --reps interleaved repetitions (the
@@ -10,6 +12,7 @@ order rotates) with (min-max); a ratio is taken within each repetition. The last
 printed is one JSON object.
 
     python -m bench.judging [--groups 16] [--concurrency 8] [--reps 3] [--quick]
+                            [--sweep-concurrency 16,32,64]
     python bench/judging.py ...
 """
 
@@ -60,7 +63,7 @@ def prepare(workdir: Path, n_prompts: int, k: int, quick: bool) -> None:
         raise SystemExit(f"`{' '.join(cmd[2:])}` failed:\n{done.stderr[-2000:]}")
 
 
-def judge_run(url: str, groups, mode: str, concurrency: int) -> dict:
+def judge_run(url: str, groups, mode: str, concurrency: int, keep_scores: bool = False) -> dict:
     from pipeline.judging.llm import JudgeClient, LLMJudge, RequestBudget
 
     cfg = load_config(overrides={"llm_judge.mode": mode,
@@ -71,11 +74,43 @@ def judge_run(url: str, groups, mode: str, concurrency: int) -> dict:
     rows = [r for _, rs in judge.judge_groups(groups) for r in rs]
     seconds = time.perf_counter() - started
     n = len(groups)
-    return {"requests_per_group": client.budget.used / n,
+    scores = {(r["group_id"], r["candidate_id"], r["kind"], r["view"], r["opponent_id"]):
+              r["value"] for r in rows}
+    return {**({"scores": scores} if keep_scores else {}),
+            "requests_per_group": client.budget.used / n,
             "prompt_tokens_per_group": round(client.prompt_tokens / n, 1),
             "completion_tokens_per_group": round(client.completion_tokens / n, 1),
             "seconds_per_group": seconds / n, "groups_per_s": n / seconds,
             "failed_items": sum(r["status"] == "failed" for r in rows if r["view"] >= 0)}
+
+
+def sweep_concurrency(url: str, groups, settings: str, reps: int) -> dict | None:
+    """Listwise judging at each concurrency in ``settings`` and at the embedded default,
+    interleaved: groups/s, its ratio to the default's within each repetition, and the share
+    of groups whose every score matches the default's (batching may break a near-tie in
+    bfloat16 the other way)."""
+    from pipeline.config import EMBEDDED_JUDGE_CONCURRENCY
+
+    wanted = [int(c) for c in settings.split(",") if c]
+    if not wanted:
+        return None
+    levels = sorted({*wanted, EMBEDDED_JUDGE_CONCURRENCY})
+    runs = interleaved({str(c): (lambda c=c: judge_run(url, groups, "listwise", c, True))
+                        for c in levels}, reps)
+    base = runs[str(EMBEDDED_JUDGE_CONCURRENCY)]
+
+    def same(a: dict, b: dict) -> float:
+        keys = a.keys() | b.keys()
+        differ = {key[0] for key in keys if a.get(key) != b.get(key)}
+        return 1 - len(differ) / len({key[0] for key in keys})
+
+    return {"default": EMBEDDED_JUDGE_CONCURRENCY, "settings": {str(c): {
+        "groups_per_s": spread([r["groups_per_s"] for r in runs[str(c)]], 2),
+        "over_default": spread([r["groups_per_s"] / b["groups_per_s"]
+                                for r, b in zip(runs[str(c)], base, strict=True)], 2),
+        "same_scores_as_default": min(same(r["scores"], b["scores"])
+                                      for r, b in zip(runs[str(c)], base, strict=True)),
+        "failed_items": sum(r["failed_items"] for r in runs[str(c)])} for c in levels}}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -88,6 +123,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--k", type=int, default=8, help="group size when generating round 0")
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--sweep-concurrency", default="",
+                    help="comma-separated requests in flight to compare, listwise, against "
+                         "the embedded judge's default (pipeline.config)")
     ap.add_argument("--quick", action="store_true",
                     help="end to end on tiny settings (a test runs this)")
     args = ap.parse_args(argv)
@@ -121,6 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
             "listwise": lambda: judge_run(url, groups, "listwise", args.concurrency),
             "pairwise": lambda: judge_run(url, groups, "pairwise", args.concurrency),
             "listwise_serial": lambda: judge_run(url, groups, "listwise", 1)}, args.reps)
+        swept = sweep_concurrency(url, groups, args.sweep_concurrency, args.reps)
 
     def per_rep(a: str, b: str, key: str) -> dict:
         return spread([x[key] / y[key] for x, y in zip(runs[a], runs[b], strict=True)], 2)
@@ -150,6 +189,14 @@ def main(argv: list[str] | None = None) -> dict:
           f"{fmt(result['pairwise_over_listwise_time'], 1)}x time per group")
     print(f"listwise at concurrency {args.concurrency} / serial: "
           f"{fmt(result['concurrency_speedup'], 2)}x groups per second")
+    if swept:
+        result["concurrency_sweep"] = swept
+        print(f"listwise by requests in flight, against the embedded default "
+              f"({swept['default']}):")
+        for c, row in swept["settings"].items():
+            print(f"  {c:>4}: {fmt(row['groups_per_s'], 1, 'groups/s')}, "
+                  f"{fmt(row['over_default'], 2)}x; groups scored as at the default: "
+                  f"{row['same_scores_as_default']:.1%}")
     record = {"benchmark": "judging", "quick": args.quick, **info, "k": k,
               "groups": len(groups), "concurrency": args.concurrency, "reps": args.reps,
               **result}

@@ -208,10 +208,12 @@ class JudgingConfig(Section):
         "model's own limit"))
 
 
-# Measured on the demo judge served by vLLM on 2 cores (2026-12-04): 16 requests in flight
-# judged 2.89x (1.91-3.09, 3 interleaved reps) the groups/s of 4 (64: 2.85x, noisier), with
-# identical scores.
-EMBEDDED_JUDGE_CONCURRENCY = 16
+# Measured on the demo judge served by vLLM on 2 cores: 16 requests in flight judged 2.89x
+# (1.91-3.09, 3 interleaved reps) the groups/s of 4 (64: 2.85x, noisier) on the AVX2 EPYC in
+# float32 (2026-12-04); 32 judged 1.60x (1.47-1.64) the groups/s of 16 on a loop's shard of 64
+# groups on the AMX Xeon in bfloat16 (64: 1.31x, 1.03-2.11), each with identical scores
+# (`python -m bench.judging --sweep-concurrency`, 2026-12-06).
+EMBEDDED_JUDGE_CONCURRENCY = 32
 
 
 class LLMJudgeConfig(Section):
@@ -232,7 +234,7 @@ class LLMJudgeConfig(Section):
     max_tokens: int = 64
     concurrency: int = Field(4, ge=1, description=(
         f"requests in flight; unset with base_url 'embedded': {EMBEDDED_JUDGE_CONCURRENCY} (a "
-        "local vLLM server batches them: 2.9x the groups/s of 4 on the demo judge)"))
+        "local vLLM server batches them: 1.6x the groups/s of 16 on the demo judge)"))
     max_requests: int = Field(100_000, ge=0, description=(
         "cap per run; unfinished groups stay pending for the next run"))
     max_attempts: int = Field(4, ge=1, description="per request: 429, 5xx, timeouts, resets")
