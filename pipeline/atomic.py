@@ -163,16 +163,6 @@ def read_parquet_checked(path: Path, spec: Table) -> pa.Table:
     return validate(pq.read_table(path), spec, where=str(path))
 
 
-def sweep_temp_files(root: Path) -> list[Path]:
-    """Delete temporary files left by killed writers under ``root``; return what was removed."""
-    removed = []
-    for p in Path(root).rglob(f"*{TMP_MARK}*"):
-        if p.is_file():
-            p.unlink(missing_ok=True)
-            removed.append(p)
-    return removed
-
-
 @contextlib.contextmanager
 def parquet_writer_atomic(path: Path, spec: Table) -> Iterator:
     """Stream tables into one Parquet file ``path``, atomically: yields ``write(table)``.

@@ -83,7 +83,8 @@ def test_a_leftover_journal_of_another_judge_is_not_read(tmp_path):
 
     shards = write_round(tmp_path, ["ok"] * 3, k=3, per_shard=3)
     old = stage.judgment_path(tmp_path, 0, "llm:judge", "oldjudge", shards[0])
-    stage.Journal(stage.journal_path(old)).append("r000:p000", [{"fake": "verdict"}])
+    with stage.Journal(stage.journal_path(old)) as leftover:
+        leftover.append("r000:p000", [{"fake": "verdict"}])
     with FakeJudge() as server:
         judge = _judge(server)
         stage.retire_other_fingerprints(tmp_path, 0, judge.source, "newjudge")
@@ -138,13 +139,43 @@ def test_explicit_zero_and_gold_weights_survive_estimation(tmp_path):
 
 
 def test_a_torn_journal_line_loses_only_itself(tmp_path):
-    journal = stage.Journal(tmp_path / "j.journal.jsonl")
-    journal.append("g1", [{"v": 1}])
-    with open(journal.path, "a") as fh:
+    path = tmp_path / "j.journal.jsonl"
+    with stage.Journal(path) as journal:
+        journal.append("g1", [{"v": 1}])
+    with open(path, "a") as fh:
         fh.write('{"group_id": "g2", "rows": [{"v"')  # a crash mid-write
-    journal.append("g3", [{"v": 3}])
-    journal.append("g4", [{"v": 4}])
-    assert list(journal.load()) == ["g1", "g3", "g4"]
+    with stage.Journal(path) as journal:  # the rerun's
+        journal.append("g3", [{"v": 3}])
+        journal.append("g4", [{"v": 4}])
+    assert list(stage.Journal(path).load()) == ["g1", "g3", "g4"]
+
+
+def test_a_killed_judging_process_keeps_every_group_it_journaled(tmp_path):
+    """Lines are flushed to the OS as groups finish, so a SIGKILL between fsyncs loses none
+    of them (only a power cut could): a child appends, never closes, and is killed."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = tmp_path / "j.journal.jsonl"
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from pipeline.judging import stage\n"
+        "j = stage.Journal(Path(sys.argv[1]))\n"
+        "for i in range(50):\n"
+        "    j.append(f'g{i}', [{'v': i}])\n"
+        "print('appended', flush=True)\n"
+        "time.sleep(60)\n"), str(path)], stdout=subprocess.PIPE, text=True,
+        cwd=Path(__file__).resolve().parent.parent)
+    try:
+        assert child.stdout.readline().strip() == "appended"
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        child.kill()
+    assert list(stage.Journal(path).load()) == [f"g{i}" for i in range(50)]
 
 
 def test_commands_default_to_the_newest_round_and_say_which(tmp_path, prefect_harness,

@@ -8,8 +8,9 @@ the old files are moved to ``judgments/superseded/`` (kept for the audit, brough
 config changes back). A leftover journal of another judge is never read.
 
 LLM judging is slow and costs money, so inside a shard every finished group is appended to a
-journal (JSON lines, fsynced) before the next one: a crash or the request cap loses at most
-the groups in flight, and a rerun sends only the groups not in the journal. The journal is
+journal (JSON lines, flushed to the OS as each group finishes, fsynced every FSYNC_EVERY_S):
+a killed process or the request cap loses at most the groups in flight (a power cut, also the
+last half second's), and a rerun sends only the groups not in the journal. The journal is
 folded into the Parquet file when the shard is complete and then removed.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,12 +89,23 @@ class ShardJudgeResult:
         return self.groups_done == self.groups
 
 
+# How often the journal is fsynced while groups arrive. Every line is flushed to the OS as
+# its group finishes, so a killed process loses nothing; only a power cut or kernel crash can
+# take the lines since the last fsync, whose groups are then judged again. An fsync per group
+# held up the loop that hands the judge its next group: 27% of the judging thread's busy
+# samples in a demo loop were in it (py-spy, 2026-12-06).
+FSYNC_EVERY_S = 0.5
+
+
 class Journal:
     """Append-only record of finished groups. A torn last line (a crash mid-write) is skipped
-    on load, and the next append starts on a fresh line so it is not lost with it."""
+    on load, and the first append starts on a fresh line so it is not lost with it. Use it
+    as a context manager: the file stays open across appends and is fsynced on exit."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._fh = None
+        self._synced_at = float("-inf")
 
     def load(self) -> dict[str, list[dict]]:
         done: dict[str, list[dict]] = {}
@@ -107,16 +120,38 @@ class Journal:
         return done
 
     def append(self, group_id: str, rows: list[dict]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a+b") as fh:
-            torn = fh.tell() > 0 and not _ends_with_newline(fh)
-            fh.write((b"\n" if torn else b"") +
-                     (json.dumps({"group_id": group_id, "rows": rows}) + "\n").encode())
-            fh.flush()
-            os.fsync(fh.fileno())
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "a+b")  # noqa: SIM115 (closed by close())
+            if self._fh.tell() > 0 and not _ends_with_newline(self._fh):
+                self._fh.write(b"\n")
+        self._fh.write((json.dumps({"group_id": group_id, "rows": rows}) + "\n").encode())
+        self._fh.flush()
+        if time.monotonic() - self._synced_at >= FSYNC_EVERY_S:
+            self.sync()
+
+    def sync(self) -> None:
+        if self._fh is not None:
+            os.fsync(self._fh.fileno())
+            self._synced_at = time.monotonic()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            try:
+                self.sync()
+            finally:
+                self._fh.close()
+                self._fh = None
 
     def remove(self) -> None:
+        self.close()
         self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _ends_with_newline(fh) -> bool:
@@ -161,18 +196,18 @@ def judge_shard_journaled(workdir: Path, round_: int, shard: Path, source: str,
         n = _groups_in(shard)
         return ShardJudgeResult(source, shard.name, n, n, 0, True)
     groups = read_shard_groups(workdir, round_, shard)
-    journal = Journal(journal_path(target))
-    done = journal.load()
-    todo = [g for g in groups if g.group_id not in done]
-    for group, rows in judge.judge_groups(todo):
-        journal.append(group.group_id, rows)
-        done[group.group_id] = rows
-        if on_group:
-            on_group()
-    n = 0
-    if len(done) == len(groups):
-        n = _write(target, groups, done)
-        journal.remove()
+    with Journal(journal_path(target)) as journal:
+        done = journal.load()
+        todo = [g for g in groups if g.group_id not in done]
+        for group, rows in judge.judge_groups(todo):
+            journal.append(group.group_id, rows)
+            done[group.group_id] = rows
+            if on_group:
+                on_group()
+        n = 0
+        if len(done) == len(groups):
+            n = _write(target, groups, done)
+            journal.remove()
     return ShardJudgeResult(source, shard.name, len(groups), len(done), n, False)
 
 
