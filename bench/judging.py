@@ -3,8 +3,8 @@ embedded judge runs it).
 
 (1) listwise vs pairwise: requests, tokens and seconds per group, same groups, same server,
     concurrency N; (2) listwise at concurrency N vs 1: groups per second; (3) with
-    --sweep-concurrency, listwise at each given concurrency: groups per second against the
-    embedded judge's default, and the share of groups scored as the default scored them.
+    --sweep-concurrency, listwise at each given concurrency: groups per second against
+    --sweep-baseline (the embedded judge's default), and the share of groups scored as at it.
 The groups are round 0 of a workdir, the demo policy's own samples (``grpo generate``,
 k=8), judged by the demo policy (the demo config's embedded judge) with the demo config's
 [llm_judge] settings. Each figure is the median of --reps interleaved repetitions (the
@@ -12,7 +12,7 @@ order rotates) with (min-max); a ratio is taken within each repetition. The last
 printed is one JSON object.
 
     python -m bench.judging [--groups 16] [--concurrency 8] [--reps 3] [--quick]
-                            [--sweep-concurrency 16,32,64]
+                            [--sweep-concurrency 16,32,64 --sweep-baseline 16 --groups 64]
     python bench/judging.py ...
 """
 
@@ -37,7 +37,7 @@ from bench._common import (  # noqa: E402
     print_machine,
     spread,
 )
-from pipeline.config import load_config  # noqa: E402
+from pipeline.config import EMBEDDED_JUDGE_CONCURRENCY, load_config  # noqa: E402
 
 
 def prepare(workdir: Path, n_prompts: int, k: int, quick: bool) -> None:
@@ -84,32 +84,39 @@ def judge_run(url: str, groups, mode: str, concurrency: int, keep_scores: bool =
             "failed_items": sum(r["status"] == "failed" for r in rows if r["view"] >= 0)}
 
 
-def sweep_concurrency(url: str, groups, settings: str, reps: int) -> dict | None:
-    """Listwise judging at each concurrency in ``settings`` and at the embedded default,
-    interleaved: groups/s, its ratio to the default's within each repetition, and the share
-    of groups whose every score matches the default's (batching may break a near-tie in
-    bfloat16 the other way)."""
-    from pipeline.config import EMBEDDED_JUDGE_CONCURRENCY
+def scored_alike(a: dict, b: dict) -> float:
+    """Share of groups whose every judgment row (keyed by group, candidate, kind, view,
+    opponent) has the same value in two runs; a row only one run has counts as different."""
+    missing = object()
+    keys = a.keys() | b.keys()
+    if not keys:
+        return 1.0
+    differ = {key[0] for key in keys if a.get(key, missing) != b.get(key, missing)}
+    return 1 - len(differ) / len({key[0] for key in keys})
 
+
+def sweep_concurrency(url: str, groups, settings: str, reps: int,
+                      baseline: int = EMBEDDED_JUDGE_CONCURRENCY) -> dict | None:
+    """Listwise judging at each concurrency in ``settings`` and at ``baseline``, interleaved:
+    groups/s, its ratio to the baseline's within each repetition, and the share of groups
+    scored as the baseline scored them (batching may break a near-tie in bfloat16 the other
+    way)."""
     wanted = [int(c) for c in settings.split(",") if c]
     if not wanted:
         return None
-    levels = sorted({*wanted, EMBEDDED_JUDGE_CONCURRENCY})
+    if max(wanted + [baseline]) >= len(groups):
+        print(f"note: {len(groups)} groups put every group in flight at once from concurrency "
+              f"{len(groups)} up; levels above that measure the same workload (--groups)")
+    levels = sorted({*wanted, baseline})
     runs = interleaved({str(c): (lambda c=c: judge_run(url, groups, "listwise", c, True))
                         for c in levels}, reps)
-    base = runs[str(EMBEDDED_JUDGE_CONCURRENCY)]
-
-    def same(a: dict, b: dict) -> float:
-        keys = a.keys() | b.keys()
-        differ = {key[0] for key in keys if a.get(key) != b.get(key)}
-        return 1 - len(differ) / len({key[0] for key in keys})
-
-    return {"default": EMBEDDED_JUDGE_CONCURRENCY, "settings": {str(c): {
+    base = runs[str(baseline)]
+    return {"baseline": baseline, "settings": {str(c): {
         "groups_per_s": spread([r["groups_per_s"] for r in runs[str(c)]], 2),
-        "over_default": spread([r["groups_per_s"] / b["groups_per_s"]
-                                for r, b in zip(runs[str(c)], base, strict=True)], 2),
-        "same_scores_as_default": min(same(r["scores"], b["scores"])
-                                      for r, b in zip(runs[str(c)], base, strict=True)),
+        "over_baseline": spread([r["groups_per_s"] / b["groups_per_s"]
+                                 for r, b in zip(runs[str(c)], base, strict=True)], 2),
+        "same_scores_as_baseline": min(scored_alike(r["scores"], b["scores"])
+                                       for r, b in zip(runs[str(c)], base, strict=True)),
         "failed_items": sum(r["failed_items"] for r in runs[str(c)])} for c in levels}}
 
 
@@ -125,7 +132,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--sweep-concurrency", default="",
                     help="comma-separated requests in flight to compare, listwise, against "
-                         "the embedded judge's default (pipeline.config)")
+                         "--sweep-baseline; use --groups above the largest")
+    ap.add_argument("--sweep-baseline", type=int, default=EMBEDDED_JUDGE_CONCURRENCY,
+                    help="the level the sweep's ratios are taken against (default: the "
+                         "embedded judge's, pipeline.config)")
     ap.add_argument("--quick", action="store_true",
                     help="end to end on tiny settings (a test runs this)")
     args = ap.parse_args(argv)
@@ -159,7 +169,8 @@ def main(argv: list[str] | None = None) -> dict:
             "listwise": lambda: judge_run(url, groups, "listwise", args.concurrency),
             "pairwise": lambda: judge_run(url, groups, "pairwise", args.concurrency),
             "listwise_serial": lambda: judge_run(url, groups, "listwise", 1)}, args.reps)
-        swept = sweep_concurrency(url, groups, args.sweep_concurrency, args.reps)
+        swept = sweep_concurrency(url, groups, args.sweep_concurrency, args.reps,
+                                  args.sweep_baseline)
 
     def per_rep(a: str, b: str, key: str) -> dict:
         return spread([x[key] / y[key] for x, y in zip(runs[a], runs[b], strict=True)], 2)
@@ -191,12 +202,11 @@ def main(argv: list[str] | None = None) -> dict:
           f"{fmt(result['concurrency_speedup'], 2)}x groups per second")
     if swept:
         result["concurrency_sweep"] = swept
-        print(f"listwise by requests in flight, against the embedded default "
-              f"({swept['default']}):")
+        print(f"listwise by requests in flight, against {swept['baseline']} in flight:")
         for c, row in swept["settings"].items():
             print(f"  {c:>4}: {fmt(row['groups_per_s'], 1, 'groups/s')}, "
-                  f"{fmt(row['over_default'], 2)}x; groups scored as at the default: "
-                  f"{row['same_scores_as_default']:.1%}")
+                  f"{fmt(row['over_baseline'], 2)}x; groups scored as at "
+                  f"{swept['baseline']}: {row['same_scores_as_baseline']:.1%}")
     record = {"benchmark": "judging", "quick": args.quick, **info, "k": k,
               "groups": len(groups), "concurrency": args.concurrency, "reps": args.reps,
               **result}

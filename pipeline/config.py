@@ -212,7 +212,8 @@ class JudgingConfig(Section):
 # (1.91-3.09, 3 interleaved reps) the groups/s of 4 (64: 2.85x, noisier) on the AVX2 EPYC in
 # float32 (2026-12-04); 32 judged 1.60x (1.47-1.64) the groups/s of 16 on a loop's shard of 64
 # groups on the AMX Xeon in bfloat16 (64: 1.31x, 1.03-2.11), each with identical scores
-# (`python -m bench.judging --sweep-concurrency`, 2026-12-06).
+# (`python -m bench.judging --groups 64 --sweep-concurrency 16,32,64 --sweep-baseline 16`,
+# 2026-12-06; the default was 16 then).
 EMBEDDED_JUDGE_CONCURRENCY = 32
 
 

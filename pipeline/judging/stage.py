@@ -8,9 +8,10 @@ the old files are moved to ``judgments/superseded/`` (kept for the audit, brough
 config changes back). A leftover journal of another judge is never read.
 
 LLM judging is slow and costs money, so inside a shard every finished group is appended to a
-journal (JSON lines, flushed to the OS as each group finishes, fsynced every FSYNC_EVERY_S):
-a killed process or the request cap loses at most the groups in flight (a power cut, also the
-last half second's), and a rerun sends only the groups not in the journal. The journal is
+journal (JSON lines, flushed to the OS as each group finishes; fsynced when a group finishes
+FSYNC_EVERY_S or more after the last fsync, and on close): a killed process or the request cap
+loses at most the groups in flight (a power cut, also those journaled since the last fsync),
+and a rerun sends only the groups not in the journal. The journal is
 folded into the Parquet file when the shard is complete and then removed.
 """
 
@@ -89,7 +90,8 @@ class ShardJudgeResult:
         return self.groups_done == self.groups
 
 
-# How often the journal is fsynced while groups arrive. Every line is flushed to the OS as
+# How often, at most, the journal is fsynced while groups arrive (on the append of a group that
+# finishes this long after the last fsync; and always on close). Every line is flushed to the OS as
 # its group finishes, so a killed process loses nothing; only a power cut or kernel crash can
 # take the lines since the last fsync, whose groups are then judged again. An fsync per group
 # held up the loop that hands the judge its next group: 27% of the judging thread's busy
@@ -135,16 +137,17 @@ class Journal:
             os.fsync(self._fh.fileno())
             self._synced_at = time.monotonic()
 
-    def close(self) -> None:
-        if self._fh is not None:
+    def close(self, sync: bool = True) -> None:
+        fh, self._fh = self._fh, None  # closed once, even if the fsync or the close raises
+        if fh is not None:
             try:
-                self.sync()
+                if sync:
+                    os.fsync(fh.fileno())
             finally:
-                self._fh.close()
-                self._fh = None
+                fh.close()
 
     def remove(self) -> None:
-        self.close()
+        self.close(sync=False)  # about to be unlinked: nothing to make durable
         self.path.unlink(missing_ok=True)
 
     def __enter__(self) -> Journal:
