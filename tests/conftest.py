@@ -152,14 +152,21 @@ def demo_judge_dir(tmp_path_factory, demo_model_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
-def demo_judge_url(tmp_path_factory, demo_judge_dir):
+def demo_judge_server(tmp_path_factory, demo_judge_dir):
     """The small demo judge served once per session by vLLM's OpenAI-compatible server, as
-    the embedded judge endpoint serves it: (base URL, served model name)."""
-    from pipeline.judging.server import vllm_server
+    the embedded judge endpoint serves it: the running ``VllmServer``."""
+    from pipeline.judging.server import VllmServer, serving
 
     log = tmp_path_factory.mktemp("logs") / "demo-judge-server.log"
-    with vllm_server(demo_judge_dir, "demo-judge", log_path=log) as url:
-        yield url, "demo-judge"
+    server = VllmServer(demo_judge_dir, "demo-judge", log_path=log)
+    with serving(server):
+        yield server
+
+
+@pytest.fixture(scope="session")
+def demo_judge_url(demo_judge_server):
+    """The session's demo judge server: (base URL, served model name)."""
+    return demo_judge_server.base, demo_judge_server.served_name
 
 
 @pytest.fixture(scope="session")
