@@ -39,6 +39,7 @@ from pipeline.judging.llm import score_constraint
 from pipeline.judging.parsing import parse_scores
 from pipeline.off_task import ATTACKS, off_task_texts
 from pipeline.resolve import judge_model_dir
+from tests.processes import session_processes
 
 
 def _messages(text: str) -> list[dict]:
@@ -378,27 +379,10 @@ def test_demo_judge_served_by_vllm_scores_informatively(demo_judge_dir, demo_jud
     assert 0.0 < figures["view_disagreement"] < 0.7, figures
 
 
-def _session_processes(sid: int) -> list[str]:
-    """The command lines (or process titles) of the live processes in session ``sid``."""
-    from pathlib import Path
-
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(fields[3]) == sid:
-                found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
-        except (OSError, ValueError, IndexError):
-            continue  # exited while we looked
-    return found
-
-
 @pytest.mark.slow
 def test_the_embedded_server_runs_its_model_in_the_engine_process(demo_judge_server):
     # On a CPU the model worker lives in the engine core: no third process importing torch
     # and vLLM afresh at every start (pipeline.judging.server.single_process_engine).
-    processes = _session_processes(demo_judge_server.pid)
+    processes = session_processes(demo_judge_server.pid)
     assert any(p.startswith("VLLM::EngineCore") for p in processes), processes
     assert not any(p.startswith("VLLM::Worker") for p in processes), processes

@@ -16,6 +16,7 @@ from pipeline.catalog import connect_readonly, rebuild
 from pipeline.config import ConfigError
 from pipeline.store import round_dir, table_files
 from tests.conftest import cli_set_args, small_disk, small_overrides
+from tests.processes import session_processes
 
 pytestmark = pytest.mark.slow
 
@@ -111,25 +112,6 @@ def test_sigkill_mid_generation_then_resume(tmp_path, demo_model_dir):
     assert not list(shard_dir.glob("*.tmp-*"))
 
 
-def _session_processes(sid: int) -> list[str]:
-    """Command lines of the live processes in session ``sid`` (zombies are gone already)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            if os.getsid(int(entry)) != sid:
-                continue
-            with open(f"/proc/{entry}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    continue
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                found.append(f.read().replace(b"\0", b" ").decode(errors="replace").strip())
-        except (ProcessLookupError, FileNotFoundError, PermissionError):
-            continue
-    return found
-
-
 @pytest.mark.parametrize("to", ["process", "group"])
 def test_sigterm_mid_generation_leaves_no_process_behind(tmp_path, demo_model_dir, to):
     """SIGTERM to `grpo generate` alone (Kubernetes, `timeout`) or to its whole process
@@ -158,7 +140,7 @@ def test_sigterm_mid_generation_leaves_no_process_behind(tmp_path, demo_model_di
         while time.time() < deadline and len(list(shard_dir.glob("*.parquet"))) < 2:
             assert proc.poll() is None, f"generate exited early: {log.read_text()[-2000:]}"
             time.sleep(0.02)
-        children = _session_processes(proc.pid)
+        children = session_processes(proc.pid)
         assert any("prefect" in c for c in children), children  # the temporary server
         if to == "process":
             proc.send_signal(signal.SIGTERM)
@@ -166,9 +148,9 @@ def test_sigterm_mid_generation_leaves_no_process_behind(tmp_path, demo_model_di
             os.killpg(proc.pid, signal.SIGTERM)
         assert proc.wait(timeout=120) == 128 + signal.SIGTERM, log.read_text()[-3000:]
         deadline = time.time() + 30
-        while time.time() < deadline and _session_processes(proc.pid):
+        while time.time() < deadline and session_processes(proc.pid):
             time.sleep(0.2)
-        assert _session_processes(proc.pid) == [], log.read_text()[-3000:]
+        assert session_processes(proc.pid) == [], log.read_text()[-3000:]
         for shard in shard_dir.glob("*.parquet"):
             assert pq.read_table(shard).num_rows > 0
         assert not list(shard_dir.glob("*.tmp-*"))
@@ -206,9 +188,9 @@ def test_full_disk_mid_generation_stops_cleanly_then_resumes(tmp_path, demo_mode
                    for line in last), err[-3000:]
         # Its children may still be exiting (seen once: one with its cmdline already gone).
         deadline = time.time() + 30
-        while time.time() < deadline and _session_processes(proc.pid):
+        while time.time() < deadline and session_processes(proc.pid):
             time.sleep(0.2)
-        assert _session_processes(proc.pid) == []
+        assert session_processes(proc.pid) == []
         assert not list(workdir.rglob("*.tmp-*")) and not list(workdir.rglob("*.renew-*"))
         done_before = {p: p.stat().st_mtime_ns for p in shard_dir.glob("*.parquet")}
         assert 1 <= len(done_before) < 32, "the disk must fill mid-round"
